@@ -1,0 +1,611 @@
+/*
+ * mod_websocket.c - Apache glue: directives, the opening handshake of
+ * RFC 6455, plugin loading, and the choice of engine for a connection.
+ *
+ *     <Location /echo>
+ *         SetHandler websocket-handler
+ *         WebSocketHandler modules/mod_websocket_echo.so echo_init
+ *     </Location>
+ *
+ * The handler runs after Apache's own access control (Require, auth
+ * modules), validates the handshake, lets the plugin accept or refuse it,
+ * answers 101 and hands the connection to an engine (ws_conn.h).
+ */
+/* stddef.h first: APR then uses offsetof instead of NULL arithmetic. */
+#include <stddef.h>
+#include <string.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_filter.h"
+#include "ap_mpm.h"
+#include "apr_base64.h"
+#include "apr_lib.h"
+#include "apr_sha1.h"
+#include "apr_strings.h"
+
+#include "ws_conn.h"
+
+module AP_MODULE_DECLARE_DATA websocket_module;
+
+#define WS_HANDLER_NAME   "websocket-handler"
+#define WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_VERSIONS_HDR   "13, 8, 7"
+
+/* ---- configuration ---- */
+
+static void *create_dir_conf(apr_pool_t *p, char *dir)
+{
+    ws_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    (void)dir;
+    conf->max_message_size = -1;
+    conf->send_queue_limit = -1;
+    conf->close_timeout = -1;
+    conf->origin_check = WS_ORIGIN_UNSET;
+    conf->allow_reserved_codes = -1;
+    return conf;
+}
+
+static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
+{
+    ws_dir_conf *base = basev, *add = addv;
+    ws_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
+
+    conf->handler = add->handler ? add->handler : base->handler;
+    conf->max_message_size = add->max_message_size >= 0
+                             ? add->max_message_size : base->max_message_size;
+    conf->send_queue_limit = add->send_queue_limit >= 0
+                             ? add->send_queue_limit : base->send_queue_limit;
+    conf->close_timeout = add->close_timeout >= 0
+                          ? add->close_timeout : base->close_timeout;
+    conf->origin_check = add->origin_check != WS_ORIGIN_UNSET
+                         ? add->origin_check : base->origin_check;
+    conf->allow_reserved_codes = add->allow_reserved_codes >= 0
+                                 ? add->allow_reserved_codes
+                                 : base->allow_reserved_codes;
+    conf->trusted_origins = add->trusted_origins ? add->trusted_origins
+                                                 : base->trusted_origins;
+    return conf;
+}
+
+/* The plugin's destroy runs when the configuration pool goes away; this
+ * cleanup is registered after apr_dso_load's own, so it runs before the
+ * library is unloaded. */
+static apr_status_t destroy_plugin(void *data)
+{
+    ws_plugin_ref *ref = data;
+
+    if (ref->plugin && ref->plugin->destroy) {
+        ref->plugin->destroy(ref->plugin);
+    }
+    ref->plugin = NULL;
+    return APR_SUCCESS;
+}
+
+static const char *check_plugin(apr_pool_t *p, const WebSocketPlugin *plugin)
+{
+    if (!plugin) {
+        return "it returned NULL";
+    }
+    if (plugin->version != WEBSOCKET_PLUGIN_VERSION_0) {
+        return apr_psprintf(p, "unsupported plugin version %u (this "
+                            "mod_websocket supports version %u)",
+                            plugin->version, WEBSOCKET_PLUGIN_VERSION_0);
+    }
+    if (plugin->size < sizeof(WebSocketPlugin)) {
+        return apr_psprintf(p, "plugin structure size %u is smaller than "
+                            "%u; was it built against another "
+                            "websocket_plugin.h?", plugin->size,
+                            (unsigned)sizeof(WebSocketPlugin));
+    }
+    if (!plugin->on_message) {
+        return "its on_message is NULL";
+    }
+    return NULL;
+}
+
+static const char *set_handler(cmd_parms *cmd, void *dconf, const char *path,
+                               const char *symbol)
+{
+    ws_dir_conf *conf = dconf;
+    ws_plugin_ref *ref = apr_pcalloc(cmd->pool, sizeof(*ref));
+    apr_dso_handle_sym_t sym;
+    char err[256];
+    const char *problem;
+
+    ref->path = ap_server_root_relative(cmd->pool, path);
+    ref->symbol = apr_pstrdup(cmd->pool, symbol);
+    if (!ref->path) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'",
+                            path);
+    }
+    if (apr_dso_load(&ref->dso, ref->path, cmd->pool) != APR_SUCCESS) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: cannot load %s: %s",
+                            ref->path, apr_dso_error(ref->dso, err, sizeof(err)));
+    }
+    if (apr_dso_sym(&sym, ref->dso, symbol) != APR_SUCCESS || !sym) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: %s has no "
+                            "initialization function '%s'", ref->path, symbol);
+    }
+    ref->plugin = ((WS_Init)sym)();
+    problem = check_plugin(cmd->pool, ref->plugin);
+    if (problem) {
+        return apr_psprintf(cmd->pool, "WebSocketHandler: the initialization "
+                            "function '%s' of %s is not usable: %s", symbol,
+                            ref->path, problem);
+    }
+    apr_pool_cleanup_register(cmd->pool, ref, destroy_plugin,
+                              apr_pool_cleanup_null);
+    conf->handler = ref;
+    return NULL;
+}
+
+/* Sizes: a number of bytes with an optional K, M or G (powers of 1024). */
+static const char *parse_size(apr_pool_t *p, const char *name, const char *arg,
+                              apr_off_t min, apr_off_t *out)
+{
+    char *end;
+    apr_off_t value;
+
+    if (apr_strtoff(&value, arg, &end, 10) != APR_SUCCESS || end == arg) {
+        return apr_psprintf(p, "%s: '%s' is not a size", name, arg);
+    }
+    switch (apr_toupper(*end)) {
+    case 'K': value *= 1024; end++; break;
+    case 'M': value *= 1024 * 1024; end++; break;
+    case 'G': value *= 1024 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end || value < min) {
+        return apr_psprintf(p, "%s: '%s' must be a size of at least %"
+                            APR_OFF_T_FMT " bytes (K, M or G suffixes allowed)",
+                            name, arg, min);
+    }
+    *out = value;
+    return NULL;
+}
+
+static const char *set_max_message_size(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!strcasecmp(cmd->cmd->name, "MaxMessageSize")) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
+                     "%s:%d: MaxMessageSize is deprecated; use "
+                     "WebSocketMaxMessageSize", cmd->directive->filename,
+                     cmd->directive->line_num);
+    }
+    return parse_size(cmd->pool, cmd->cmd->name, arg, 1,
+                      &conf->max_message_size);
+}
+
+static const char *set_send_queue_limit(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    return parse_size(cmd->pool, cmd->cmd->name, arg, 1,
+                      &conf->send_queue_limit);
+}
+
+static const char *set_close_timeout(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    apr_interval_time_t timeout;
+
+    if (ap_timeout_parameter_parse(arg, &timeout, "s") != APR_SUCCESS
+        || timeout < 0) {
+        return apr_psprintf(cmd->pool, "WebSocketCloseTimeout: '%s' is not a "
+                            "duration (seconds, or with ms/s/mi/h)", arg);
+    }
+    conf->close_timeout = timeout;
+    return NULL;
+}
+
+static const char *set_origin_check(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    (void)cmd;
+    if (!strcasecmp(arg, "Same")) {
+        conf->origin_check = WS_ORIGIN_SAME;
+    }
+    else if (!strcasecmp(arg, "Trusted")) {
+        conf->origin_check = WS_ORIGIN_TRUSTED;
+    }
+    else if (!strcasecmp(arg, "Off")) {
+        conf->origin_check = WS_ORIGIN_OFF;
+    }
+    else {
+        return "WebSocketOriginCheck must be Same, Trusted or Off";
+    }
+    return NULL;
+}
+
+static const char *add_trusted_origin(cmd_parms *cmd, void *dconf,
+                                      const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!conf->trusted_origins) {
+        conf->trusted_origins = apr_array_make(cmd->pool, 4, sizeof(char *));
+    }
+    APR_ARRAY_PUSH(conf->trusted_origins, const char *) =
+        apr_pstrdup(cmd->pool, arg);
+    return NULL;
+}
+
+static const char *set_allow_reserved(cmd_parms *cmd, void *dconf, int on)
+{
+    ws_dir_conf *conf = dconf;
+
+    (void)cmd;
+    conf->allow_reserved_codes = on;
+    return NULL;
+}
+
+static const command_rec ws_directives[] = {
+    AP_INIT_TAKE2("WebSocketHandler", set_handler, NULL, RSRC_CONF | ACCESS_CONF,
+                  "a plugin's shared object (relative to ServerRoot) and the "
+                  "name of its initialization function"),
+    AP_INIT_TAKE1("WebSocketMaxMessageSize", set_max_message_size, NULL,
+                  RSRC_CONF | ACCESS_CONF, "the largest message accepted from "
+                  "a client, in bytes (default 16M)"),
+    AP_INIT_TAKE1("MaxMessageSize", set_max_message_size, NULL,
+                  RSRC_CONF | ACCESS_CONF, "deprecated name of "
+                  "WebSocketMaxMessageSize"),
+    AP_INIT_TAKE1("WebSocketSendQueueLimit", set_send_queue_limit, NULL,
+                  RSRC_CONF | ACCESS_CONF, "bytes of outgoing messages queued "
+                  "per connection before a slow reader is disconnected "
+                  "(default 16M)"),
+    AP_INIT_TAKE1("WebSocketCloseTimeout", set_close_timeout, NULL,
+                  RSRC_CONF | ACCESS_CONF, "how long to wait for the peer's "
+                  "Close after sending ours (default 5s)"),
+    AP_INIT_TAKE1("WebSocketOriginCheck", set_origin_check, NULL,
+                  RSRC_CONF | ACCESS_CONF, "Same (default), Trusted or Off"),
+    AP_INIT_ITERATE("WebSocketTrustedOrigin", add_trusted_origin, NULL,
+                    RSRC_CONF | ACCESS_CONF, "origins accepted when "
+                    "WebSocketOriginCheck is Trusted"),
+    AP_INIT_FLAG("WebSocketAllowReservedStatusCodes", set_allow_reserved, NULL,
+                 RSRC_CONF | ACCESS_CONF, "accept reserved close codes "
+                 "(1004, 1016-2999) from clients (default Off)"),
+    { NULL, { NULL }, NULL, 0, 0, NULL }
+};
+
+/* ---- the opening handshake ---- */
+
+typedef struct handshake {
+    const char *key;
+    int version;
+    apr_array_header_t *protocols;
+} handshake;
+
+/* A refusal: one log line, and the status the client gets. */
+static int refuse(request_rec *r, int status, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "WebSocket handshake from %s refused with %d: %s",
+                  r->connection->client_ip, status, why);
+    return status;
+}
+
+/* Whether a comma-separated header (RFC 7230 1#element) holds token,
+ * case-insensitively.  Elements may carry "/version" (Upgrade) or be
+ * empty; only whole elements are compared. */
+static int header_has_token(const char *value, const char *token)
+{
+    size_t tlen = strlen(token);
+
+    while (value && *value) {
+        const char *end;
+        size_t len;
+
+        while (*value == ' ' || *value == '\t' || *value == ',') {
+            value++;
+        }
+        end = value;
+        while (*end && *end != ',') {
+            end++;
+        }
+        len = (size_t)(end - value);
+        while (len && (value[len - 1] == ' ' || value[len - 1] == '\t')) {
+            len--;
+        }
+        if (len == tlen && !strncasecmp(value, token, tlen)) {
+            return 1;
+        }
+        value = end;
+    }
+    return 0;
+}
+
+/* A key is valid when it is the base64 of exactly 16 bytes: 22 characters
+ * whose last one leaves no stray bits, then "==" (RFC 6455 4.1). */
+static int key_is_valid(const char *key)
+{
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    return key && strlen(key) == 24 && strspn(key, alphabet) == 22
+           && strchr("AQgw", key[21]) && key[22] == '=' && key[23] == '=';
+}
+
+/* -1 when not a plain decimal number of at most three digits. */
+static int parse_version(const char *v)
+{
+    size_t len = v ? strlen(v) : 0;
+    size_t i;
+
+    if (len == 0 || len > 3 || (len > 1 && v[0] == '0')) {
+        return -1;
+    }
+    for (i = 0; i < len; i++) {
+        if (!apr_isdigit(v[i])) {
+            return -1;
+        }
+    }
+    return atoi(v);
+}
+
+static int version_supported(int version)
+{
+    return version == 13 || version == 8 || version == 7;
+}
+
+static int check_version(request_rec *r, handshake *hs)
+{
+    const char *v = apr_table_get(r->headers_in, "Sec-WebSocket-Version");
+
+    hs->version = parse_version(v);
+    if (hs->version >= 0 && version_supported(hs->version)) {
+        return OK;
+    }
+    apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version",
+                   WS_VERSIONS_HDR);
+    if (hs->version < 0) {
+        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                      "Sec-WebSocket-Version '%s' is not a version number",
+                      v ? v : "(missing)"));
+    }
+    return refuse(r, HTTP_UPGRADE_REQUIRED, apr_psprintf(r->pool,
+                  "Sec-WebSocket-Version %d is not supported "
+                  "(supported: " WS_VERSIONS_HDR ")", hs->version));
+}
+
+static int check_protocols(request_rec *r, handshake *hs)
+{
+    const char *offered = apr_table_get(r->headers_in, "Sec-WebSocket-Protocol");
+    const char *error;
+
+    hs->protocols = NULL;
+    if (!offered) {
+        return OK;
+    }
+    error = ap_parse_token_list_strict(r->pool, offered, &hs->protocols, 0);
+    if (error || !hs->protocols) {
+        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                      "invalid Sec-WebSocket-Protocol '%s': %s", offered,
+                      error ? error : "no subprotocol in it"));
+    }
+    return OK;
+}
+
+/* RFC 6454 serialisation of the origin the request was sent to. */
+static const char *own_origin(request_rec *r)
+{
+    apr_port_t port = ap_get_server_port(r);
+    const char *host = r->hostname ? r->hostname : r->server->server_hostname;
+
+    if (ap_strchr_c(host, ':')) {
+        host = apr_pstrcat(r->pool, "[", host, "]", NULL);
+    }
+    if (ap_is_default_port(port, r)) {
+        return apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL);
+    }
+    return apr_psprintf(r->pool, "%s://%s:%u", ap_http_scheme(r), host,
+                        (unsigned)port);
+}
+
+static int origin_is_trusted(const ws_dir_conf *conf, const char *origin)
+{
+    int i;
+
+    for (i = 0; conf->trusted_origins && i < conf->trusted_origins->nelts; i++) {
+        if (!strcasecmp(origin, APR_ARRAY_IDX(conf->trusted_origins, i,
+                                              const char *))) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Browsers always send an Origin; other clients may not, and a missing
+ * Origin is no cross-site request, so it passes. */
+static int check_origin(request_rec *r, const ws_dir_conf *conf, handshake *hs)
+{
+    int mode = conf->origin_check == WS_ORIGIN_UNSET ? WS_ORIGIN_SAME
+                                                     : conf->origin_check;
+    const char *origin = apr_table_get(r->headers_in, hs->version >= 13
+                                       ? "Origin" : "Sec-WebSocket-Origin");
+    int ok;
+
+    if (mode == WS_ORIGIN_OFF || !origin) {
+        return OK;
+    }
+    ok = mode == WS_ORIGIN_SAME ? !strcasecmp(origin, own_origin(r))
+                                : origin_is_trusted(conf, origin);
+    if (ok) {
+        return OK;
+    }
+    return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
+                  "Origin '%s' is not %s", origin, mode == WS_ORIGIN_SAME
+                  ? apr_pstrcat(r->pool, "this server's origin ",
+                                own_origin(r), NULL)
+                  : "in WebSocketTrustedOrigin"));
+}
+
+static int check_request(request_rec *r, const ws_dir_conf *conf, handshake *hs)
+{
+    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
+    int status;
+
+    if (!header_has_token(upgrade, "websocket")) {
+        apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
+        apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version",
+                       WS_VERSIONS_HDR);
+        return refuse(r, HTTP_UPGRADE_REQUIRED,
+                      "not a WebSocket request (no Upgrade: websocket)");
+    }
+    if (r->method_number != M_GET) {
+        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                      "method %s instead of GET", r->method));
+    }
+    if (r->proto_num < HTTP_VERSION(1, 1)) {
+        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                      "%s instead of HTTP/1.1 or later", r->protocol));
+    }
+    /* HTTP/2 (RFC 8441) streams carry no Connection header: mod_http2
+     * turns the extended CONNECT into this request. */
+    if (!r->connection->master
+        && !header_has_token(apr_table_get(r->headers_in, "Connection"),
+                             "upgrade")) {
+        return refuse(r, HTTP_BAD_REQUEST,
+                      "Connection header lacks the 'upgrade' token");
+    }
+    if ((status = check_version(r, hs)) != OK) {
+        return status;
+    }
+    hs->key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
+    if (!key_is_valid(hs->key)) {
+        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
+                      "Sec-WebSocket-Key '%s' is not the base64 of 16 bytes",
+                      hs->key ? hs->key : "(missing)"));
+    }
+    if ((status = check_protocols(r, hs)) != OK) {
+        return status;
+    }
+    return check_origin(r, conf, hs);
+}
+
+static const char *accept_value(apr_pool_t *p, const char *key)
+{
+    apr_sha1_ctx_t sha;
+    unsigned char digest[APR_SHA1_DIGESTSIZE];
+    char *out = apr_palloc(p, apr_base64_encode_len(sizeof(digest)));
+
+    apr_sha1_init(&sha);
+    apr_sha1_update(&sha, key, (unsigned int)strlen(key));
+    apr_sha1_update(&sha, WS_GUID, (unsigned int)strlen(WS_GUID));
+    apr_sha1_final(digest, &sha);
+    apr_base64_encode_binary(out, digest, sizeof(digest));
+    return out;
+}
+
+/*
+ * From here on the connection speaks WebSocket: nothing of HTTP may touch
+ * its bytes again.
+ */
+static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
+{
+    conn_rec *c = r->connection;
+
+    apr_table_setn(r->headers_out, "Upgrade", "websocket");
+    apr_table_setn(r->headers_out, "Connection", "Upgrade");
+    apr_table_setn(r->headers_out, "Sec-WebSocket-Accept",
+                   accept_value(r->pool, hs->key));
+    if (wc->chosen_protocol) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol",
+                       wc->chosen_protocol);
+    }
+    r->status = HTTP_SWITCHING_PROTOCOLS;
+    r->status_line = NULL;
+    ap_send_interim_response(r, 1);
+
+    /* mod_reqtimeout would cut a long-lived socket; the SSL coalescing
+     * filter would hold small frames back. */
+    ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
+    ap_remove_output_filter_byhandle(c->output_filters,
+                                     "SSL/TLS Coalescing Filter");
+    r->input_filters = r->proto_input_filters = c->input_filters;
+    r->output_filters = r->proto_output_filters = c->output_filters;
+    /* The request must not be followed by keep-alive or by a body read. */
+    c->keepalive = AP_CONN_CLOSE;
+}
+
+static const ws_engine *choose_engine(request_rec *r)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "WebSocket engine: %s", ws_engine_sync.name);
+    return &ws_engine_sync;
+}
+
+static int ws_handler(request_rec *r)
+{
+    const ws_dir_conf *conf;
+    handshake hs;
+    ws_conn *wc;
+    apr_status_t rv;
+    int status;
+
+    if (!r->handler || strcmp(r->handler, WS_HANDLER_NAME) || r->main) {
+        return DECLINED;
+    }
+    conf = ap_get_module_config(r->per_dir_config, &websocket_module);
+    if (!conf->handler) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s for %s but no "
+                      "WebSocketHandler is configured here", WS_HANDLER_NAME,
+                      r->uri);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if ((status = check_request(r, conf, &hs)) != OK) {
+        return status;
+    }
+    wc = ws_conn_create(r, conf, hs.protocols);
+    if (!wc) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r,
+                      "cannot set up a WebSocket connection");
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    wc->engine = choose_engine(r);
+    if ((rv = wc->engine->attach(wc)) != APR_SUCCESS) {
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
+                      "cannot prepare the %s engine", wc->engine->name);
+        return HTTP_INTERNAL_SERVER_ERROR;
+    }
+    if (!ws_conn_connect_plugin(wc)) {
+        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
+                      "plugin %s declined the connection",
+                      conf->handler->symbol));
+    }
+    switch_protocols(r, &hs, wc);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
+                  "open to plugin %s%s%s", hs.version, conf->handler->symbol,
+                  wc->chosen_protocol ? ", subprotocol " : "",
+                  wc->chosen_protocol ? wc->chosen_protocol : "");
+    return wc->engine->run(wc);
+}
+
+static void register_hooks(apr_pool_t *p)
+{
+    (void)p;
+    ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+AP_DECLARE_MODULE(websocket) = {
+    STANDARD20_MODULE_STUFF,
+    create_dir_conf,
+    merge_dir_conf,
+    NULL,
+    NULL,
+    ws_directives,
+    register_hooks,
+    AP_MODULE_FLAG_NONE
+};

@@ -1,0 +1,510 @@
+/*
+ * ws_conn.c - one WebSocket connection: codec events to plugin calls,
+ * plugin sends to a queue of frames, and the closing handshake.
+ */
+#include <string.h>
+#include <stdlib.h>
+
+#include <stddef.h>
+
+#include "httpd.h"
+#include "http_log.h"
+#include "apr_strings.h"
+
+#include "ws_conn.h"
+
+APLOG_USE_MODULE(websocket);
+
+apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf)
+{
+    return conf->max_message_size >= 0 ? conf->max_message_size
+                                       : WS_DEFAULT_MAX_MESSAGE_SIZE;
+}
+
+apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf)
+{
+    return conf->send_queue_limit >= 0 ? conf->send_queue_limit
+                                       : WS_DEFAULT_SEND_QUEUE_LIMIT;
+}
+
+apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf)
+{
+    return conf->close_timeout >= 0 ? conf->close_timeout
+                                    : WS_DEFAULT_CLOSE_TIMEOUT;
+}
+
+/* ---- the WebSocketServer functions plugins call ---- */
+
+static request_rec *CALLBACK server_request(const WebSocketServer *server)
+{
+    return server && server->state ? server->state->r : NULL;
+}
+
+static const char *CALLBACK server_header_get(const WebSocketServer *server,
+                                              const char *key)
+{
+    if (!server || !server->state || !key) {
+        return NULL;
+    }
+    return apr_table_get(server->state->r->headers_in, key);
+}
+
+/* Headers can only reach the client in the 101, so outside on_connect
+ * (where another thread might race the engine on r->pool) this is a
+ * no-op. */
+static void CALLBACK server_header_set(const WebSocketServer *server,
+                                       const char *key, const char *value)
+{
+    ws_conn *wc = server ? server->state : NULL;
+
+    if (!wc || !key || !value || !wc->in_on_connect) {
+        return;
+    }
+    apr_table_set(wc->r->headers_out, key, value);
+}
+
+static size_t CALLBACK server_protocol_count(const WebSocketServer *server)
+{
+    ws_conn *wc = server ? server->state : NULL;
+
+    return wc && wc->protocols ? (size_t)wc->protocols->nelts : 0;
+}
+
+static const char *CALLBACK server_protocol_index(const WebSocketServer *server,
+                                                  const size_t index)
+{
+    if (index >= server_protocol_count(server)) {
+        return NULL;
+    }
+    return APR_ARRAY_IDX(server->state->protocols, index, const char *);
+}
+
+static int protocol_was_offered(ws_conn *wc, const char *protocol)
+{
+    int i;
+
+    for (i = 0; wc->protocols && i < wc->protocols->nelts; i++) {
+        if (!strcmp(APR_ARRAY_IDX(wc->protocols, i, const char *), protocol)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void CALLBACK server_protocol_set(const WebSocketServer *server,
+                                         const char *protocol)
+{
+    ws_conn *wc = server ? server->state : NULL;
+
+    if (!wc || !protocol || !wc->in_on_connect) {
+        return;
+    }
+    /* RFC 6455 4.2.2: the server may only select what the client offered;
+     * answering anything else makes every client fail the connection. */
+    if (!protocol_was_offered(wc, protocol)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, wc->r,
+                      "plugin %s chose subprotocol '%s' that the client did "
+                      "not offer; answering without a subprotocol",
+                      wc->conf->handler->symbol, protocol);
+        return;
+    }
+    wc->chosen_protocol = apr_pstrdup(wc->r->pool, protocol);
+}
+
+static int opcode_of_message_type(int type)
+{
+    switch (type) {
+    case MESSAGE_TYPE_TEXT:   return WS_OP_TEXT;
+    case MESSAGE_TYPE_BINARY: return WS_OP_BINARY;
+    case MESSAGE_TYPE_CLOSE:  return WS_OP_CLOSE;
+    case MESSAGE_TYPE_PING:   return WS_OP_PING;
+    case MESSAGE_TYPE_PONG:   return WS_OP_PONG;
+    default:                  return -1;
+    }
+}
+
+static size_t CALLBACK server_send(const WebSocketServer *server,
+                                   const int type, const unsigned char *buffer,
+                                   const size_t buffer_size)
+{
+    ws_conn *wc = server ? server->state : NULL;
+    int opcode = opcode_of_message_type(type);
+
+    if (!wc || opcode < 0 || (buffer_size > 0 && !buffer)) {
+        return 0;
+    }
+    return ws_conn_send(wc, opcode, buffer, buffer_size);
+}
+
+static void CALLBACK server_close(const WebSocketServer *server)
+{
+    if (server && server->state) {
+        ws_conn_close(server->state, 0, NULL);
+    }
+}
+
+/* ---- creation ---- */
+
+static void free_frames(ws_out_frame *f);
+
+/* What the connection holds outside its pool: the codec's buffers and
+ * frames queued but never written (a refused or aborted connection). */
+static apr_status_t release_conn(void *data)
+{
+    ws_conn *wc = data;
+
+    ws_parser_destroy(wc->parser);
+    wc->parser = NULL;
+    free_frames(wc->out_head);
+    wc->out_head = wc->out_tail = NULL;
+    return APR_SUCCESS;
+}
+
+ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
+                        apr_array_header_t *protocols)
+{
+    ws_conn *wc = apr_pcalloc(r->pool, sizeof(*wc));
+    ws_parser_config pc;
+
+    wc->r = r;
+    wc->c = r->connection;
+    wc->conf = conf;
+    wc->plugin = conf->handler->plugin;
+    wc->protocols = protocols;
+    wc->out_limit = (apr_size_t)ws_conf_send_queue_limit(conf);
+
+    memset(&pc, 0, sizeof(pc));
+    pc.role = WS_ROLE_SERVER;
+    pc.max_message_size = (uint64_t)ws_conf_max_message_size(conf);
+    pc.assemble = 1;
+    pc.allow_reserved_close_codes = conf->allow_reserved_codes > 0;
+    wc->parser = ws_parser_create(&pc);
+    if (!wc->parser) {
+        return NULL;
+    }
+    apr_pool_cleanup_register(r->pool, wc, release_conn,
+                              apr_pool_cleanup_null);
+    if (apr_thread_mutex_create(&wc->lock, APR_THREAD_MUTEX_DEFAULT,
+                                r->pool) != APR_SUCCESS) {
+        return NULL;
+    }
+
+    wc->server.size = sizeof(WebSocketServer);
+    wc->server.version = WEBSOCKET_SERVER_VERSION_1;
+    wc->server.state = wc;
+    wc->server.request = server_request;
+    wc->server.header_get = server_header_get;
+    wc->server.header_set = server_header_set;
+    wc->server.protocol_count = server_protocol_count;
+    wc->server.protocol_index = server_protocol_index;
+    wc->server.protocol_set = server_protocol_set;
+    wc->server.send = server_send;
+    wc->server.close = server_close;
+    return wc;
+}
+
+int ws_conn_connect_plugin(ws_conn *wc)
+{
+    if (!wc->plugin->on_connect) {
+        wc->plugin_private = NULL;
+        return 1;
+    }
+    wc->in_on_connect = 1;
+    wc->plugin_private = wc->plugin->on_connect(&wc->server);
+    wc->in_on_connect = 0;
+    return wc->plugin_private != NULL;
+}
+
+/* ---- the outgoing queue ---- */
+
+static ws_out_frame *build_frame(int opcode, const uint8_t *payload,
+                                 size_t len)
+{
+    uint8_t header[WS_MAX_HEADER_SIZE];
+    size_t hlen = ws_frame_header(header, opcode, WS_FIN, len, NULL);
+    ws_out_frame *f = malloc(sizeof(*f) + hlen + len);
+
+    if (!f) {
+        return NULL;
+    }
+    f->next = NULL;
+    f->len = hlen + len;
+    f->is_close = (opcode == WS_OP_CLOSE);
+    memcpy(f->bytes, header, hlen);
+    if (len) {
+        memcpy(f->bytes + hlen, payload, len);
+    }
+    return f;
+}
+
+static void free_frames(ws_out_frame *f)
+{
+    while (f) {
+        ws_out_frame *next = f->next;
+        free(f);
+        f = next;
+    }
+}
+
+/* With wc->lock held.  The first message always fits, so a single message
+ * larger than the limit can still be sent to a reader that keeps up. */
+static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
+{
+    if (wc->out_head && wc->out_bytes + f->len > wc->out_limit) {
+        return 0;
+    }
+    if (wc->out_tail) {
+        wc->out_tail->next = f;
+    }
+    else {
+        wc->out_head = f;
+    }
+    wc->out_tail = f;
+    wc->out_bytes += f->len;
+    return 1;
+}
+
+static int is_control(int opcode)
+{
+    return opcode >= WS_OP_CLOSE;
+}
+
+static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+{
+    if (is_control(opcode) && len > WS_MAX_CONTROL_SIZE) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+                     "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT
+                     " bytes (control frames carry at most 125)",
+                     wc->conf->handler->symbol, ws_opcode_name(opcode), len);
+        return 0;
+    }
+    if (opcode == WS_OP_TEXT && ws_utf8_feed(WS_UTF8_ACCEPT, data, len)
+                                != WS_UTF8_ACCEPT) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+                     "plugin %s tried to send a text message that is not "
+                     "valid UTF-8; not sent", wc->conf->handler->symbol);
+        return 0;
+    }
+    return 1;
+}
+
+size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+{
+    ws_out_frame *f;
+    int queued = 0, overflow_now = 0;
+
+    if (!sendable(wc, opcode, data, len) || !(f = build_frame(opcode, data, len))) {
+        return 0;
+    }
+    apr_thread_mutex_lock(wc->lock);
+    if (!wc->close_queued && !wc->finished) {
+        queued = enqueue_locked(wc, f);
+        if (!queued && !wc->send_overflow) {
+            wc->send_overflow = overflow_now = 1;
+        }
+        if (f->is_close && queued) {
+            wc->close_queued = 1;
+        }
+    }
+    apr_thread_mutex_unlock(wc->lock);
+
+    if (!queued) {
+        free(f);
+        if (overflow_now) {
+            /* A reader this slow would make us hold unbounded memory:
+             * give up on it, and say so once. */
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
+                         "closing WebSocket from %s: send queue limit of %"
+                         APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
+                         "WebSocketSendQueueLimit",
+                         wc->c->client_ip, wc->out_limit);
+            ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
+        }
+        return 0;
+    }
+    wc->engine->wake(wc);
+    return len;
+}
+
+void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
+{
+    uint8_t payload[WS_MAX_CONTROL_SIZE];
+    size_t plen = ws_close_payload(payload, code, reason,
+                                   reason ? strlen(reason) : 0);
+    ws_out_frame *f = build_frame(WS_OP_CLOSE, payload, plen);
+
+    if (!f) {
+        return;
+    }
+    apr_thread_mutex_lock(wc->lock);
+    if (wc->close_queued || wc->finished) {
+        free(f);
+        f = NULL;
+    }
+    else {
+        /* A Close must go out even when the queue is full: bypass the
+         * limit rather than lose the closing handshake. */
+        if (wc->out_tail) {
+            wc->out_tail->next = f;
+        }
+        else {
+            wc->out_head = f;
+        }
+        wc->out_tail = f;
+        wc->out_bytes += f->len;
+        wc->close_queued = 1;
+    }
+    apr_thread_mutex_unlock(wc->lock);
+    if (f) {
+        wc->engine->wake(wc);
+    }
+}
+
+ws_out_frame *ws_conn_take_output(ws_conn *wc)
+{
+    ws_out_frame *head;
+
+    apr_thread_mutex_lock(wc->lock);
+    head = wc->out_head;
+    wc->out_head = wc->out_tail = NULL;
+    wc->out_bytes = 0;
+    apr_thread_mutex_unlock(wc->lock);
+    return head;
+}
+
+/* ---- incoming events ---- */
+
+static void deliver_message(ws_conn *wc, ws_event *ev)
+{
+    int type = ev->opcode == WS_OP_TEXT ? MESSAGE_TYPE_TEXT
+                                        : MESSAGE_TYPE_BINARY;
+    int closing;
+
+    apr_thread_mutex_lock(wc->lock);
+    closing = wc->close_queued;
+    apr_thread_mutex_unlock(wc->lock);
+    /* Once we have sent our Close the plugin has said it is done: what
+     * the peer sends until its Close arrives is dropped (RFC 6455 5.5.1). */
+    if (closing) {
+        return;
+    }
+    wc->msgs_in++;
+    wc->plugin->on_message(wc->plugin_private, &wc->server, type,
+                           ev->data, ev->len);
+}
+
+static void peer_sent_close(ws_conn *wc, ws_event *ev)
+{
+    char reason[WS_MAX_CONTROL_SIZE + 1];
+
+    memcpy(reason, ev->data, ev->len);
+    reason[ev->len] = '\0';
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r,
+                  "peer closed the WebSocket with %u%s%s",
+                  (unsigned)ev->close_code, ev->len ? ": " : "", reason);
+    wc->peer_closed = 1;
+    /* Echo the code as the closing handshake expects (RFC 6455 5.5.1);
+     * a no-op when our own Close went first. */
+    ws_conn_close(wc, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code,
+                  NULL);
+}
+
+static void peer_broke_protocol(ws_conn *wc, ws_event *ev)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r,
+                  "failing WebSocket from %s with %u: %s",
+                  wc->c->client_ip, (unsigned)ev->close_code, ev->reason);
+    wc->peer_closed = 1;
+    wc->failed = 1;
+    ws_conn_close(wc, ev->close_code, ev->reason);
+}
+
+void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
+{
+    while (!wc->peer_closed) {
+        ws_event ev;
+        size_t used = ws_parser_next(wc->parser, buf, len, &ev);
+
+        buf += used;
+        len -= used;
+        switch (ev.type) {
+        case WS_EV_NONE:
+            return;
+        case WS_EV_MESSAGE:
+            deliver_message(wc, &ev);
+            break;
+        case WS_EV_PING:
+            ws_conn_send(wc, WS_OP_PONG, ev.data, ev.len);
+            break;
+        case WS_EV_CLOSE:
+            peer_sent_close(wc, &ev);
+            break;
+        case WS_EV_ERROR:
+            peer_broke_protocol(wc, &ev);
+            break;
+        default:    /* FRAME, CHUNK, PONG: nothing to do */
+            break;
+        }
+    }
+}
+
+/* ---- ending ---- */
+
+int ws_conn_done(ws_conn *wc, apr_time_t now)
+{
+    int close_queued, output_pending;
+
+    apr_thread_mutex_lock(wc->lock);
+    close_queued = wc->close_queued;
+    output_pending = wc->out_head != NULL;
+    apr_thread_mutex_unlock(wc->lock);
+
+    if (!close_queued || output_pending) {
+        return 0;
+    }
+    if (wc->peer_closed) {
+        return 1;
+    }
+    /* We closed first: wait a while for the peer's answer. */
+    if (!wc->close_deadline) {
+        wc->close_deadline = now + ws_conf_close_timeout(wc->conf);
+    }
+    if (now >= wc->close_deadline) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r,
+                      "peer did not answer our Close in time");
+        return 1;
+    }
+    return 0;
+}
+
+void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, why, wc->r,
+                  "WebSocket from %s ended without a closing handshake: %s",
+                  wc->c->client_ip, what);
+    wc->peer_closed = 1;
+    apr_thread_mutex_lock(wc->lock);
+    wc->close_queued = 1;
+    apr_thread_mutex_unlock(wc->lock);
+}
+
+void ws_conn_finish(ws_conn *wc)
+{
+    ws_out_frame *unsent;
+
+    apr_thread_mutex_lock(wc->lock);
+    wc->finished = 1;
+    wc->close_queued = 1;
+    unsent = wc->out_head;
+    wc->out_head = wc->out_tail = NULL;
+    wc->out_bytes = 0;
+    apr_thread_mutex_unlock(wc->lock);
+    free_frames(unsent);
+
+    if (wc->plugin->on_disconnect) {
+        wc->plugin->on_disconnect(wc->plugin_private, &wc->server);
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r,
+                  "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
+                  APR_UINT64_T_FMT " out", wc->msgs_in, wc->msgs_out);
+}

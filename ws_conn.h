@@ -1,0 +1,151 @@
+/*
+ * ws_conn.h - one upgraded WebSocket connection, independent of the engine
+ * that drives its I/O.
+ *
+ * The connection owns the codec, the plugin and a queue of outgoing frames.
+ * An engine (ws_sync.c today; an event-loop engine later) moves bytes:
+ * it feeds what it read to ws_conn_feed(), writes what ws_conn_take_output()
+ * hands it, and asks ws_conn_done() whether the connection is over.
+ *
+ * Threads: plugins may call send/close from any thread.  Those only touch
+ * the queue, under wc->lock, and then call engine->wake().  Everything else
+ * (the request, the connection's filters, pools and buckets) belongs to the
+ * one thread the engine runs the connection on.
+ */
+#ifndef WS_CONN_H
+#define WS_CONN_H
+
+#include "httpd.h"
+#include "http_config.h"
+#include "apr_dso.h"
+#include "apr_thread_mutex.h"
+
+#include "websocket_plugin.h"
+#include "ws_frame.h"
+
+/* ---- configuration (mod_websocket.c fills it) ---- */
+
+#define WS_ORIGIN_UNSET   -1
+#define WS_ORIGIN_OFF      0
+#define WS_ORIGIN_SAME     1
+#define WS_ORIGIN_TRUSTED  2
+
+#define WS_DEFAULT_MAX_MESSAGE_SIZE   (16 * 1024 * 1024)
+#define WS_DEFAULT_SEND_QUEUE_LIMIT   (16 * 1024 * 1024)
+#define WS_DEFAULT_CLOSE_TIMEOUT      apr_time_from_sec(5)
+
+typedef struct ws_plugin_ref {
+    const char *path;          /* as resolved against ServerRoot */
+    const char *symbol;        /* the init function's name */
+    apr_dso_handle_t *dso;
+    WebSocketPlugin *plugin;
+} ws_plugin_ref;
+
+/* Unset fields are -1 (or NULL) so that merging can tell them apart. */
+typedef struct ws_dir_conf {
+    ws_plugin_ref *handler;
+    apr_off_t max_message_size;
+    apr_off_t send_queue_limit;
+    apr_interval_time_t close_timeout;
+    int origin_check;
+    int allow_reserved_codes;
+    apr_array_header_t *trusted_origins;   /* of const char * */
+} ws_dir_conf;
+
+apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf);
+apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf);
+apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf);
+
+/* ---- engines ---- */
+
+typedef struct _WebSocketState ws_conn;
+
+typedef struct ws_engine {
+    const char *name;
+    /* Prepares the connection before on_connect, so that plugin threads
+     * can wake the engine from the first moment. */
+    apr_status_t (*attach)(ws_conn *wc);
+    /* Drives the connection after the 101 was sent.  Returns what the
+     * handler returns (DONE when the connection is over). */
+    int (*run)(ws_conn *wc);
+    /* Another thread queued output or asked to close.  Called without
+     * wc->lock held; must be safe from any thread. */
+    void (*wake)(ws_conn *wc);
+} ws_engine;
+
+extern const ws_engine ws_engine_sync;
+
+/* ---- the connection ---- */
+
+typedef struct ws_out_frame {
+    struct ws_out_frame *next;
+    size_t len;
+    int is_close;
+    uint8_t bytes[1];          /* frame header and payload, len bytes */
+} ws_out_frame;
+
+struct _WebSocketState {
+    request_rec *r;
+    conn_rec *c;
+    const ws_dir_conf *conf;
+    WebSocketPlugin *plugin;
+    void *plugin_private;
+    WebSocketServer server;          /* what the plugin sees */
+    apr_array_header_t *protocols;   /* offered subprotocols */
+    const char *chosen_protocol;
+    int in_on_connect;               /* header_set/protocol_set allowed */
+
+    const ws_engine *engine;
+    void *engine_data;
+
+    /* Shared with sending threads, under lock. */
+    apr_thread_mutex_t *lock;
+    ws_out_frame *out_head, *out_tail;
+    apr_size_t out_bytes;            /* queued, not yet handed to engine */
+    apr_size_t out_limit;
+    int close_queued;                /* no more sends accepted */
+    int send_overflow;               /* a sender hit out_limit */
+    int finished;                    /* on_disconnect has run */
+
+    /* Engine thread only. */
+    ws_parser *parser;
+    int peer_closed;                 /* the peer's Close (or a protocol
+                                        error) ended the reading side */
+    int failed;                      /* we failed the connection */
+    apr_time_t close_deadline;       /* when we stop waiting for the peer's
+                                        Close, 0 while none is awaited */
+    apr_uint64_t msgs_in;
+    apr_uint64_t msgs_out;
+};
+
+/* NULL when the parser cannot be allocated. */
+ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
+                        apr_array_header_t *protocols);
+
+/* Runs the plugin's on_connect; 0 when the plugin refused. */
+int ws_conn_connect_plugin(ws_conn *wc);
+
+/* Parses bytes read from the peer (buf is scratch the codec may write
+ * into) and dispatches what they complete. */
+void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
+
+/* Queues one whole message; any thread.  Returns len, or 0 if refused. */
+size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
+
+/* Queues a Close (code 0: none) and stops accepting sends; any thread. */
+void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason);
+
+/* Takes every queued frame, oldest first; the caller frees each. */
+ws_out_frame *ws_conn_take_output(ws_conn *wc);
+
+/* Whether the engine should stop driving the connection now. */
+int ws_conn_done(ws_conn *wc, apr_time_t now);
+
+/* The peer vanished or I/O failed: no closing handshake is possible. */
+void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);
+
+/* Ends the connection for the plugin (on_disconnect, once) and frees what
+ * the connection holds outside its pool. */
+void ws_conn_finish(ws_conn *wc);
+
+#endif /* WS_CONN_H */
