@@ -1,0 +1,984 @@
+/*
+ * ws_deflate.c - permessage-deflate (RFC 7692), server side, sans-I/O.
+ * See ws_deflate.h for the API and its use.
+ */
+#include "ws_deflate.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#define EXTENSION_NAME   "permessage-deflate"
+#define MIN_ZLIB_BITS    9      /* raw deflate refuses 8; see policy */
+#define MAX_BITS         15
+#define INFLATE_CHUNK    16384  /* stack buffer handed to the sink */
+/* zlib counts in uInt; feed big inputs in slices that surely fit. */
+#define ZLIB_SLICE       ((size_t)1 << 30)
+
+static const uint8_t deflate_tail[4] = { 0x00, 0x00, 0xff, 0xff };
+
+/* ======================================================================
+ * Header parsing (RFC 6455 section 9.1, RFC 7230 sections 3.2.6 and 7)
+ *
+ *   extension-list  = 1#extension
+ *   extension       = token *( OWS ";" OWS param )
+ *   param           = token [ OWS "=" OWS ( token / quoted-string ) ]
+ *
+ * The whole header is checked, even after an acceptable offer was found:
+ * a broken header is ignored as a whole.  Empty list elements (", ,")
+ * are legal in RFC 7230 lists and arise when empty header lines are
+ * joined, so they are skipped; an empty token anywhere else is an error.
+ * Names compare case-sensitively, as RFC 7692 spells them.
+ * ====================================================================== */
+
+/* A parameter value: token or unescaped quoted-string, kept only as far
+ * as a window-bits value could reach. */
+#define VALUE_KEEP 8
+typedef struct param_value {
+    int    present;
+    size_t len;                 /* full unescaped length */
+    char   text[VALUE_KEEP];    /* first bytes, NUL terminated if short */
+} param_value;
+
+/* Bits of pmd_offer.seen, to catch duplicate parameters. */
+enum {
+    SEEN_SERVER_NCT  = 1,
+    SEEN_CLIENT_NCT  = 2,
+    SEEN_SERVER_BITS = 4,
+    SEEN_CLIENT_BITS = 8
+};
+
+/* One permessage-deflate offer as the client made it. */
+typedef struct pmd_offer {
+    int acceptable;
+    int seen;
+    int server_no_context_takeover;
+    int client_no_context_takeover;
+    int server_max_window_bits;     /* 0: absent */
+    int client_max_window_bits;     /* 0: absent or without value */
+} pmd_offer;
+
+typedef struct header_scan {
+    const char *s;                  /* next unread character */
+    int         found_offer;        /* some permessage-deflate offer seen */
+    int         found_acceptable;   /* ...and one of them was acceptable */
+    pmd_offer   chosen;
+} header_scan;
+
+static int is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9'))
+        return 1;
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static int is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+static void skip_ows(header_scan *hs)
+{
+    while (is_ows(*hs->s))
+        hs->s++;
+}
+
+/* Returns the token's length (0: none there). */
+static size_t take_token(header_scan *hs, const char **start)
+{
+    *start = hs->s;
+    while (is_tchar((unsigned char)*hs->s))
+        hs->s++;
+    return (size_t)(hs->s - *start);
+}
+
+static void value_append(param_value *v, char c)
+{
+    if (v->len + 1 < VALUE_KEEP)
+        v->text[v->len] = c;
+    v->len++;
+}
+
+static int is_qdtext(unsigned char c)
+{
+    return c == '\t' || c == ' ' || c == 0x21 || (c >= 0x23 && c <= 0x5b) ||
+           (c >= 0x5d && c <= 0x7e) || c >= 0x80;
+}
+
+static int is_quotable(unsigned char c)
+{
+    return c == '\t' || (c >= 0x20 && c != 0x7f);
+}
+
+/* Reads a quoted-string after its opening quote; 0 when it never ends. */
+static int take_quoted(header_scan *hs, param_value *v)
+{
+    for (;;) {
+        unsigned char c = (unsigned char)*hs->s;
+        if (c == '"') {
+            hs->s++;
+            return 1;
+        }
+        if (c == '\\' && is_quotable((unsigned char)hs->s[1])) {
+            value_append(v, hs->s[1]);
+            hs->s += 2;
+        } else if (is_qdtext(c)) {
+            value_append(v, (char)c);
+            hs->s++;
+        } else {
+            return 0;   /* end of string, control character, lone '\' */
+        }
+    }
+}
+
+/* Reads "= value" if present; 0 on a syntax error. */
+static int take_value(header_scan *hs, param_value *v)
+{
+    memset(v, 0, sizeof *v);
+    if (*hs->s != '=')
+        return 1;
+    hs->s++;
+    skip_ows(hs);
+    v->present = 1;
+    if (*hs->s == '"') {
+        hs->s++;
+        if (!take_quoted(hs, v))
+            return 0;
+    } else {
+        const char *tok;
+        size_t n = take_token(hs, &tok), i;
+        if (n == 0)
+            return 0;
+        for (i = 0; i < n; i++)
+            value_append(v, tok[i]);
+    }
+    v->text[v->len < VALUE_KEEP ? v->len : VALUE_KEEP - 1] = '\0';
+    skip_ows(hs);
+    return 1;
+}
+
+/* "8".."15" exactly: no sign, no leading zero, no blanks. */
+static int parse_window_bits(const param_value *v)
+{
+    const char *t = v->text;
+    if (v->len == 1 && (t[0] == '8' || t[0] == '9'))
+        return t[0] - '0';
+    if (v->len == 2 && t[0] == '1' && t[1] >= '0' && t[1] <= '5')
+        return 10 + (t[1] - '0');
+    return 0;
+}
+
+static int name_is(const char *name, size_t n, const char *want)
+{
+    return strlen(want) == n && memcmp(name, want, n) == 0;
+}
+
+/* Marks a parameter seen; 0 when it was already. */
+static int first_time(pmd_offer *o, int bit)
+{
+    if (o->seen & bit)
+        return 0;
+    o->seen |= bit;
+    return 1;
+}
+
+/* Applies one parameter to an offer; any doubt makes it unacceptable. */
+static void offer_add_param(pmd_offer *o, const char *name, size_t n,
+                            const param_value *v)
+{
+    int ok;
+    if (name_is(name, n, "server_no_context_takeover")) {
+        ok = first_time(o, SEEN_SERVER_NCT) && !v->present;
+        o->server_no_context_takeover = 1;
+    } else if (name_is(name, n, "client_no_context_takeover")) {
+        ok = first_time(o, SEEN_CLIENT_NCT) && !v->present;
+        o->client_no_context_takeover = 1;
+    } else if (name_is(name, n, "server_max_window_bits")) {
+        ok = first_time(o, SEEN_SERVER_BITS) && v->present;
+        o->server_max_window_bits = ok ? parse_window_bits(v) : 0;
+        ok = ok && o->server_max_window_bits != 0;
+    } else if (name_is(name, n, "client_max_window_bits")) {
+        ok = first_time(o, SEEN_CLIENT_BITS);
+        if (ok && v->present) {
+            o->client_max_window_bits = parse_window_bits(v);
+            ok = o->client_max_window_bits != 0;
+        }
+    } else {
+        ok = 0;     /* unknown parameter */
+    }
+    if (!ok)
+        o->acceptable = 0;
+}
+
+/*
+ * Raw deflate with a 256-byte window is refused by zlib (older versions
+ * silently used 512 bytes, which a peer inflating with 256 bytes would
+ * reject), so a client that insists on server_max_window_bits=8 is
+ * declined: RFC 7692 section 7.1.2.1 lets a server decline such an offer.
+ */
+static int offer_is_supported(const pmd_offer *o)
+{
+    return o->acceptable && o->server_max_window_bits != 8;
+}
+
+static void remember_offer(header_scan *hs, const pmd_offer *o)
+{
+    hs->found_offer = 1;
+    if (!hs->found_acceptable && offer_is_supported(o)) {
+        hs->found_acceptable = 1;
+        hs->chosen = *o;
+    }
+}
+
+/* Reads "*( ; param )" after an extension name; 0 on a syntax error. */
+static int take_params(header_scan *hs, pmd_offer *o)
+{
+    while (*hs->s == ';') {
+        const char *name;
+        size_t n;
+        param_value v;
+        hs->s++;
+        skip_ows(hs);
+        n = take_token(hs, &name);
+        if (n == 0)
+            return 0;
+        skip_ows(hs);
+        if (!take_value(hs, &v))
+            return 0;
+        if (o)
+            offer_add_param(o, name, n, &v);
+    }
+    return 1;
+}
+
+/* Reads one list element (possibly empty); 0 on a syntax error. */
+static int take_extension(header_scan *hs)
+{
+    const char *name;
+    size_t n;
+    pmd_offer offer;
+    int is_pmd;
+
+    skip_ows(hs);
+    if (*hs->s == ',' || *hs->s == '\0')
+        return 1;                       /* empty list element */
+    n = take_token(hs, &name);
+    if (n == 0)
+        return 0;
+    skip_ows(hs);
+    is_pmd = name_is(name, n, EXTENSION_NAME);
+    memset(&offer, 0, sizeof offer);
+    offer.acceptable = 1;
+    if (!take_params(hs, is_pmd ? &offer : NULL))
+        return 0;
+    if (is_pmd)
+        remember_offer(hs, &offer);
+    return 1;
+}
+
+/* Walks the whole list; 0 when the header is malformed. */
+static int scan_header(header_scan *hs)
+{
+    for (;;) {
+        if (!take_extension(hs))
+            return 0;
+        if (*hs->s == '\0')
+            return 1;
+        if (*hs->s != ',')
+            return 0;                   /* garbage after an element */
+        hs->s++;
+    }
+}
+
+/* ======================================================================
+ * Deciding the agreed parameters (RFC 7692 section 7.1)
+ * ====================================================================== */
+
+void ws_deflate_policy_default(ws_deflate_policy *policy)
+{
+    memset(policy, 0, sizeof *policy);
+    policy->enabled = 1;
+    policy->server_max_window_bits = MAX_BITS;
+    policy->level = Z_DEFAULT_COMPRESSION;
+    policy->mem_level = 8;
+}
+
+static int clamp_int(int v, int lo, int hi, int fallback)
+{
+    return (v < lo || v > hi) ? fallback : v;
+}
+
+static int min_int(int a, int b)
+{
+    return a < b ? a : b;
+}
+
+/* Our window: the policy's, never above what the client allows. */
+static int agree_server_bits(const pmd_offer *o, const ws_deflate_policy *p)
+{
+    int bits = clamp_int(p->server_max_window_bits, 8, MAX_BITS, MAX_BITS);
+    if (bits < MIN_ZLIB_BITS)
+        bits = MIN_ZLIB_BITS;
+    if (o->server_max_window_bits)
+        bits = min_int(bits, o->server_max_window_bits);
+    return bits;
+}
+
+/*
+ * The client's window: the policy may shrink it, and a value in the
+ * offer is a promise we can hold the client to by echoing it, which
+ * saves inflate memory.  Without client_max_window_bits in the offer we
+ * may not answer with it (section 7.1.2.2), so the window stays 15.
+ */
+static int agree_client_bits(const pmd_offer *o, const ws_deflate_policy *p)
+{
+    int bits = MAX_BITS;
+    if (!(o->seen & SEEN_CLIENT_BITS))
+        return MAX_BITS;
+    if (p->client_max_window_bits)
+        bits = clamp_int(p->client_max_window_bits, 8, MAX_BITS, MAX_BITS);
+    if (o->client_max_window_bits)
+        bits = min_int(bits, o->client_max_window_bits);
+    return bits;
+}
+
+static void agree(const pmd_offer *o, const ws_deflate_policy *p,
+                  ws_deflate_params *params)
+{
+    memset(params, 0, sizeof *params);
+    params->server_max_window_bits = agree_server_bits(o, p);
+    params->client_max_window_bits = agree_client_bits(o, p);
+    params->server_no_context_takeover =
+        o->server_no_context_takeover || p->server_no_context_takeover;
+    /* A client offering client_no_context_takeover has promised it
+     * (section 7.1.1.2); echoing it lets us drop the inflate window. */
+    params->client_no_context_takeover =
+        o->client_no_context_takeover || p->client_no_context_takeover;
+    params->level = clamp_int(p->level, -1, 9, Z_DEFAULT_COMPRESSION);
+    params->mem_level = clamp_int(p->mem_level, 1, 9, 8);
+    params->min_size = p->min_size;
+}
+
+/* The longest response build_response can produce must fit. */
+#define LONGEST_RESPONSE EXTENSION_NAME "; server_no_context_takeover; " \
+    "client_no_context_takeover; server_max_window_bits=15; "             \
+    "client_max_window_bits=15"
+typedef char response_fits[sizeof LONGEST_RESPONSE <= WS_DEFLATE_RESPONSE_MAX
+                           ? 1 : -1];
+
+static void append(char *buf, size_t cap, const char *text)
+{
+    size_t used = strlen(buf);
+    snprintf(buf + used, cap - used, "%s", text);
+}
+
+static void append_bits(char *buf, size_t cap, const char *name, int bits)
+{
+    char item[48];
+    snprintf(item, sizeof item, "; %s=%d", name, bits);
+    append(buf, cap, item);
+}
+
+/* Mentions only what differs from the defaults, plus the windows the
+ * client asked about (it must be told the server window it asked to cap). */
+static void build_response(const pmd_offer *o, const ws_deflate_params *a,
+                           char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    append(buf, cap, EXTENSION_NAME);
+    if (a->server_no_context_takeover)
+        append(buf, cap, "; server_no_context_takeover");
+    if (a->client_no_context_takeover)
+        append(buf, cap, "; client_no_context_takeover");
+    if (o->server_max_window_bits || a->server_max_window_bits < MAX_BITS)
+        append_bits(buf, cap, "server_max_window_bits",
+                    a->server_max_window_bits);
+    if ((o->seen & SEEN_CLIENT_BITS) && a->client_max_window_bits < MAX_BITS)
+        append_bits(buf, cap, "client_max_window_bits",
+                    a->client_max_window_bits);
+}
+
+ws_deflate_result ws_deflate_negotiate(const char *header,
+                                       const ws_deflate_policy *policy,
+                                       ws_deflate_negotiation *neg)
+{
+    header_scan hs;
+
+    if (!policy->enabled || header == NULL)
+        return WS_DEFLATE_NOT_OFFERED;
+    memset(&hs, 0, sizeof hs);
+    hs.s = header;
+    if (!scan_header(&hs))
+        return WS_DEFLATE_MALFORMED;
+    if (!hs.found_offer)
+        return WS_DEFLATE_NOT_OFFERED;
+    if (!hs.found_acceptable)
+        return WS_DEFLATE_DECLINED;
+    agree(&hs.chosen, policy, &neg->params);
+    build_response(&hs.chosen, &neg->params, neg->response,
+                   sizeof neg->response);
+    return WS_DEFLATE_ACCEPTED;
+}
+
+const char *ws_deflate_result_name(ws_deflate_result r)
+{
+    switch (r) {
+    case WS_DEFLATE_ACCEPTED:    return "accepted";
+    case WS_DEFLATE_NOT_OFFERED: return "not offered";
+    case WS_DEFLATE_DECLINED:    return "declined";
+    case WS_DEFLATE_MALFORMED:   return "malformed header";
+    }
+    return "unknown";
+}
+
+/* ======================================================================
+ * Context and counting allocator
+ * ====================================================================== */
+
+/* What zlib holds for one direction, counted by our allocator. */
+typedef struct zlib_meter {
+    size_t now;
+    size_t peak;
+} zlib_meter;
+
+/* The two directions share nothing but read-only parameters, so one
+ * thread may inflate while another compresses. */
+typedef struct deflate_side {
+    z_stream   zs;
+    int        ready;
+    uint64_t   unflushed;           /* input bytes since the last flush */
+    zlib_meter meter;
+    ws_deflate_status failed;       /* sticky: the stream is unusable */
+} deflate_side;
+
+typedef struct inflate_side {
+    z_stream   zs;
+    int        ready;
+    uint64_t   consumed;            /* input bytes of the current message */
+    uint64_t   produced;            /* output bytes of the current message */
+    int        final_block_seen;    /* the peer's stream ended (BFINAL) */
+    zlib_meter meter;
+    ws_deflate_status failed;
+} inflate_side;
+
+struct ws_deflate_ctx {
+    ws_deflate_params params;
+    uint64_t     max_message_size;
+    deflate_side out;
+    inflate_side in;
+};
+
+/* Each block carries its size in front so that zfree can count it; the
+ * union keeps the payload aligned for anything zlib stores. */
+typedef union alloc_header {
+    size_t      size;
+    long double align_ld;
+    void       *align_p;
+    long long   align_ll;
+} alloc_header;
+
+static voidpf counting_alloc(voidpf opaque, uInt items, uInt size)
+{
+    zlib_meter *meter = opaque;
+    size_t bytes = (size_t)items * size;
+    alloc_header *h = malloc(sizeof *h + bytes);
+    if (h == NULL)
+        return Z_NULL;
+    h->size = bytes;
+    meter->now += bytes;
+    if (meter->now > meter->peak)
+        meter->peak = meter->now;
+    return h + 1;
+}
+
+static void counting_free(voidpf opaque, voidpf address)
+{
+    zlib_meter *meter = opaque;
+    alloc_header *h = (alloc_header *)address - 1;
+    meter->now -= h->size;
+    free(h);
+}
+
+static void stream_init(z_stream *zs, zlib_meter *meter)
+{
+    memset(zs, 0, sizeof *zs);
+    zs->zalloc = counting_alloc;
+    zs->zfree = counting_free;
+    zs->opaque = meter;
+}
+
+ws_deflate_ctx *ws_deflate_create(const ws_deflate_params *params,
+                                  uint64_t max_message_size)
+{
+    ws_deflate_ctx *ctx = calloc(1, sizeof *ctx);
+    if (ctx == NULL)
+        return NULL;
+    ctx->params = *params;
+    ctx->params.server_max_window_bits =
+        clamp_int(params->server_max_window_bits, MIN_ZLIB_BITS, MAX_BITS,
+                  MAX_BITS);
+    ctx->params.client_max_window_bits =
+        clamp_int(params->client_max_window_bits, 8, MAX_BITS, MAX_BITS);
+    ctx->params.level = clamp_int(params->level, -1, 9, Z_DEFAULT_COMPRESSION);
+    ctx->params.mem_level = clamp_int(params->mem_level, 1, 9, 8);
+    ctx->max_message_size = max_message_size;
+    return ctx;
+}
+
+static void drop_deflater(ws_deflate_ctx *ctx)
+{
+    if (ctx->out.ready)
+        deflateEnd(&ctx->out.zs);
+    ctx->out.ready = 0;
+}
+
+static void drop_inflater(ws_deflate_ctx *ctx)
+{
+    if (ctx->in.ready)
+        inflateEnd(&ctx->in.zs);
+    ctx->in.ready = 0;
+}
+
+void ws_deflate_destroy(ws_deflate_ctx *ctx)
+{
+    if (ctx == NULL)
+        return;
+    drop_deflater(ctx);
+    drop_inflater(ctx);
+    free(ctx);
+}
+
+size_t ws_deflate_memory(const ws_deflate_ctx *ctx)
+{
+    return ctx->out.meter.now + ctx->in.meter.now;
+}
+
+size_t ws_deflate_memory_peak(const ws_deflate_ctx *ctx)
+{
+    return ctx->out.meter.peak + ctx->in.meter.peak;
+}
+
+/*
+ * Corrupt compressed data is data inconsistent with the message, hence
+ * 1007 (RFC 6455 section 7.4.1), as most servers answer.  A sink error is
+ * the caller's own failure; it knows better and may pick another code.
+ */
+uint16_t ws_deflate_close_code(ws_deflate_status st)
+{
+    switch (st) {
+    case WS_DEFLATE_OK:         return 1000;
+    case WS_DEFLATE_TOO_BIG:    return 1009;
+    case WS_DEFLATE_DATA_ERROR: return 1007;
+    default:                    return 1011;
+    }
+}
+
+const char *ws_deflate_status_name(ws_deflate_status st)
+{
+    switch (st) {
+    case WS_DEFLATE_OK:         return "ok";
+    case WS_DEFLATE_TOO_BIG:    return "inflated message too big";
+    case WS_DEFLATE_DATA_ERROR: return "invalid compressed data";
+    case WS_DEFLATE_SINK_ERROR: return "sink failed";
+    case WS_DEFLATE_NOMEM:      return "out of memory";
+    case WS_DEFLATE_ERROR:      return "internal compression error";
+    }
+    return "unknown";
+}
+
+static ws_deflate_status zlib_status(int rc)
+{
+    switch (rc) {
+    case Z_OK:
+    case Z_STREAM_END:
+    case Z_BUF_ERROR:   return WS_DEFLATE_OK;   /* BUF_ERROR: no progress */
+    case Z_DATA_ERROR:
+    case Z_NEED_DICT:   return WS_DEFLATE_DATA_ERROR;
+    case Z_MEM_ERROR:   return WS_DEFLATE_NOMEM;
+    default:            return WS_DEFLATE_ERROR;
+    }
+}
+
+/* ======================================================================
+ * Decompression (RFC 7692 section 7.2.2)
+ * ====================================================================== */
+
+/*
+ * A raw inflater with window W accepts every stream made with a window
+ * up to W.  At least 9 bits, because a zlib-based peer asked for 8 may
+ * really compress with 9; the extra 256 bytes cost nothing.
+ */
+static int inflate_window_bits(const ws_deflate_ctx *ctx)
+{
+    int bits = ctx->params.client_max_window_bits;
+    return bits < MIN_ZLIB_BITS ? MIN_ZLIB_BITS : bits;
+}
+
+static ws_deflate_status ensure_inflater(ws_deflate_ctx *ctx)
+{
+    int rc;
+    if (ctx->in.ready)
+        return WS_DEFLATE_OK;
+    stream_init(&ctx->in.zs, &ctx->in.meter);
+    rc = inflateInit2(&ctx->in.zs, -inflate_window_bits(ctx));
+    if (rc != Z_OK)
+        return rc == Z_MEM_ERROR ? WS_DEFLATE_NOMEM : WS_DEFLATE_ERROR;
+    ctx->in.ready = 1;
+    return WS_DEFLATE_OK;
+}
+
+/*
+ * A peer may end a message with a BFINAL block (section 7.2.3.4); what
+ * follows, at least our appended tail, starts a new stream.  With
+ * context takeover the peer may still refer to earlier data, so the
+ * window is carried over.
+ */
+static ws_deflate_status restart_inflater(ws_deflate_ctx *ctx)
+{
+    z_stream *zs = &ctx->in.zs;
+    uInt keep = 0;
+    Bytef *window = NULL;
+    int rc = Z_OK;
+
+    if (!ctx->params.client_no_context_takeover) {
+        window = counting_alloc(&ctx->in.meter, 1,
+                                1u << inflate_window_bits(ctx));
+        if (window == NULL)
+            return WS_DEFLATE_NOMEM;
+        rc = inflateGetDictionary(zs, window, &keep);
+    }
+    if (rc == Z_OK)
+        rc = inflateReset(zs);
+    if (rc == Z_OK && keep > 0)
+        rc = inflateSetDictionary(zs, window, keep);
+    if (window)
+        counting_free(&ctx->in.meter, window);
+    ctx->in.final_block_seen = 1;
+    return rc == Z_OK ? WS_DEFLATE_OK : WS_DEFLATE_ERROR;
+}
+
+/* Output space for the next inflate call: one byte past the limit at
+ * most, so an oversized message is caught after at most one chunk. */
+static uInt inflate_room(const ws_deflate_ctx *ctx)
+{
+    uint64_t left;
+    if (ctx->max_message_size == 0)
+        return INFLATE_CHUNK;
+    left = ctx->max_message_size - ctx->in.produced;
+    return left < INFLATE_CHUNK ? (uInt)left + 1 : INFLATE_CHUNK;
+}
+
+static ws_deflate_status deliver(ws_deflate_ctx *ctx, const uint8_t *p,
+                                 size_t n, ws_deflate_sink sink, void *baton)
+{
+    if (n == 0)
+        return WS_DEFLATE_OK;
+    ctx->in.produced += n;
+    if (ctx->max_message_size && ctx->in.produced > ctx->max_message_size)
+        return WS_DEFLATE_TOO_BIG;
+    return sink(baton, p, n) ? WS_DEFLATE_SINK_ERROR : WS_DEFLATE_OK;
+}
+
+/* Inflates one slice (fits in uInt) until all input is used. */
+static ws_deflate_status inflate_slice(ws_deflate_ctx *ctx,
+                                       const uint8_t *in, uInt len,
+                                       ws_deflate_sink sink, void *baton)
+{
+    uint8_t out[INFLATE_CHUNK];
+    z_stream *zs = &ctx->in.zs;
+
+    zs->next_in = (Bytef *)in;
+    zs->avail_in = len;
+    for (;;) {
+        uInt room = inflate_room(ctx);
+        int rc;
+        ws_deflate_status st;
+
+        zs->next_out = out;
+        zs->avail_out = room;
+        rc = inflate(zs, Z_SYNC_FLUSH);
+        st = deliver(ctx, out, room - zs->avail_out, sink, baton);
+        if (st == WS_DEFLATE_OK)
+            st = zlib_status(rc);
+        if (st == WS_DEFLATE_OK && rc == Z_STREAM_END)
+            st = restart_inflater(ctx);
+        if (st != WS_DEFLATE_OK)
+            return st;
+        if (zs->avail_in == 0 && zs->avail_out != 0)
+            return WS_DEFLATE_OK;
+        if (rc == Z_BUF_ERROR)
+            return WS_DEFLATE_ERROR;    /* no progress with room: a bug */
+    }
+}
+
+static ws_deflate_status inflate_bytes(ws_deflate_ctx *ctx,
+                                       const uint8_t *in, size_t len,
+                                       ws_deflate_sink sink, void *baton)
+{
+    do {
+        size_t n = len < ZLIB_SLICE ? len : ZLIB_SLICE;
+        ws_deflate_status st = inflate_slice(ctx, in, (uInt)n, sink, baton);
+        if (st != WS_DEFLATE_OK)
+            return st;
+        in += n;
+        len -= n;
+    } while (len > 0);
+    return WS_DEFLATE_OK;
+}
+
+/*
+ * The tail is an empty stored block, so after it the inflater must sit
+ * between blocks (data_type bit 128).  Anywhere else means the message
+ * was cut short inside a block, unless the peer ended its stream with a
+ * BFINAL block and omitted the empty block RFC 7692 section 7.2.1 wants
+ * after it: then the tail is a stub of a block, dropped by a restart.
+ */
+static ws_deflate_status check_message_end(ws_deflate_ctx *ctx)
+{
+    if (ctx->in.zs.data_type & 128)
+        return WS_DEFLATE_OK;
+    if (ctx->in.final_block_seen)
+        return restart_inflater(ctx);
+    return WS_DEFLATE_DATA_ERROR;
+}
+
+static ws_deflate_status finish_inflated_message(ws_deflate_ctx *ctx,
+                                                 ws_deflate_sink sink,
+                                                 void *baton)
+{
+    ws_deflate_status st = WS_DEFLATE_OK;
+
+    /* Some peers send an empty payload for an empty message.  There is
+     * nothing to decode, and the tail alone would be half a block that
+     * desynchronises the stream, so the tail is skipped. */
+    if (ctx->in.consumed > 0) {
+        st = inflate_bytes(ctx, deflate_tail, sizeof deflate_tail, sink,
+                           baton);
+        if (st == WS_DEFLATE_OK)
+            st = check_message_end(ctx);
+    }
+    ctx->in.consumed = 0;
+    ctx->in.produced = 0;
+    ctx->in.final_block_seen = 0;
+    /* inflateEnd rather than inflateReset: an idle connection then holds
+     * no window at all, and inflateInit2 is cheap (one 7 KB block). */
+    if (st == WS_DEFLATE_OK && ctx->params.client_no_context_takeover)
+        drop_inflater(ctx);
+    return st;
+}
+
+ws_deflate_status ws_deflate_inflate(ws_deflate_ctx *ctx,
+                                     const uint8_t *in, size_t len, int final,
+                                     ws_deflate_sink sink, void *baton)
+{
+    ws_deflate_status st = ctx->in.failed;
+
+    if (st == WS_DEFLATE_OK && len > 0) {
+        st = ensure_inflater(ctx);
+        if (st == WS_DEFLATE_OK)
+            st = inflate_bytes(ctx, in, len, sink, baton);
+        ctx->in.consumed += len;
+    }
+    if (st == WS_DEFLATE_OK && final)
+        st = finish_inflated_message(ctx, sink, baton);
+    ctx->in.failed = st;
+    return st;
+}
+
+/* ======================================================================
+ * Compression (RFC 7692 section 7.2.1)
+ * ====================================================================== */
+
+void ws_deflate_buf_free(ws_deflate_buf *buf)
+{
+    free(buf->data);
+    memset(buf, 0, sizeof *buf);
+}
+
+/* Makes room for at least want more bytes, doubling to stay amortised. */
+static int buf_reserve(ws_deflate_buf *buf, size_t want)
+{
+    size_t cap = buf->cap ? buf->cap : 256;
+    uint8_t *p;
+    if (buf->cap - buf->len >= want)
+        return 1;
+    while (cap - buf->len < want) {
+        if (cap > SIZE_MAX / 2)
+            return 0;
+        cap *= 2;
+    }
+    p = realloc(buf->data, cap);
+    if (p == NULL)
+        return 0;
+    buf->data = p;
+    buf->cap = cap;
+    return 1;
+}
+
+int ws_deflate_buf_sink(void *baton, const uint8_t *p, size_t n)
+{
+    ws_deflate_buf *buf = baton;
+    if (n == 0)
+        return 0;
+    if (!buf_reserve(buf, n))
+        return -1;
+    memcpy(buf->data + buf->len, p, n);
+    buf->len += n;
+    return 0;
+}
+
+int ws_deflate_should_compress(const ws_deflate_ctx *ctx, size_t len)
+{
+    return len >= ctx->params.min_size;
+}
+
+static ws_deflate_status ensure_deflater(ws_deflate_ctx *ctx)
+{
+    int rc;
+    if (ctx->out.ready)
+        return WS_DEFLATE_OK;
+    stream_init(&ctx->out.zs, &ctx->out.meter);
+    rc = deflateInit2(&ctx->out.zs, ctx->params.level, Z_DEFLATED,
+                      -ctx->params.server_max_window_bits,
+                      ctx->params.mem_level, Z_DEFAULT_STRATEGY);
+    if (rc != Z_OK)
+        return rc == Z_MEM_ERROR ? WS_DEFLATE_NOMEM : WS_DEFLATE_ERROR;
+    ctx->out.ready = 1;
+    return WS_DEFLATE_OK;
+}
+
+/* Spare room to offer deflate: a guess that grows when it falls short.
+ * Above 6 bytes so that a flush marker never gets split (zlib.h). */
+static size_t deflate_spare(const z_stream *zs)
+{
+    size_t guess = zs->avail_in / 4 + 64;
+    return guess > 1024 ? guess : 1024;
+}
+
+/* Runs deflate over one slice until the input is used (and, for a sync
+ * flush, until the flush is complete: output space left over). */
+static ws_deflate_status deflate_slice(ws_deflate_ctx *ctx, const uint8_t *in,
+                                       uInt len, int flush,
+                                       ws_deflate_buf *out)
+{
+    z_stream *zs = &ctx->out.zs;
+    size_t spare = 0;
+
+    zs->next_in = (Bytef *)in;
+    zs->avail_in = len;
+    do {
+        size_t room;
+        int rc;
+        spare = spare ? spare * 2 : deflate_spare(zs);
+        if (!buf_reserve(out, spare))
+            return WS_DEFLATE_NOMEM;
+        room = out->cap - out->len;
+        if (room > UINT_MAX)
+            room = UINT_MAX;
+        zs->next_out = out->data + out->len;
+        zs->avail_out = (uInt)room;
+        rc = deflate(zs, flush);
+        out->len += room - zs->avail_out;
+        if (rc == Z_STREAM_ERROR)
+            return WS_DEFLATE_ERROR;
+        if (zs->avail_out != 0)
+            spare = 0;      /* it fit: no need to keep growing */
+    } while (zs->avail_in > 0 || zs->avail_out == 0);
+    return WS_DEFLATE_OK;
+}
+
+static ws_deflate_status deflate_bytes(ws_deflate_ctx *ctx, const uint8_t *in,
+                                       size_t len, int flush,
+                                       ws_deflate_buf *out)
+{
+    do {
+        size_t n = len < ZLIB_SLICE ? len : ZLIB_SLICE;
+        int slice_flush = n == len ? flush : Z_NO_FLUSH;
+        ws_deflate_status st = deflate_slice(ctx, in, (uInt)n, slice_flush,
+                                             out);
+        if (st != WS_DEFLATE_OK)
+            return st;
+        in += n;
+        len -= n;
+    } while (len > 0);
+    return WS_DEFLATE_OK;
+}
+
+/* A sync flush ends with an empty stored block whose last 4 bytes the
+ * receiver adds back itself. */
+static ws_deflate_status strip_tail(ws_deflate_buf *out, size_t start)
+{
+    if (out->len - start < sizeof deflate_tail ||
+        memcmp(out->data + out->len - sizeof deflate_tail, deflate_tail,
+               sizeof deflate_tail) != 0)
+        return WS_DEFLATE_ERROR;
+    out->len -= sizeof deflate_tail;
+    return WS_DEFLATE_OK;
+}
+
+/*
+ * Nothing to flush: zlib would refuse a second sync flush in a row, so
+ * write the empty stored block ourselves; 0x00 plus the receiver's tail
+ * is exactly that (section 7.2.3.6).  The stream stays byte aligned, so
+ * the peer's view of our stream is unchanged.
+ */
+static ws_deflate_status append_empty_message(ws_deflate_buf *out)
+{
+    static const uint8_t empty_block = 0x00;
+    return ws_deflate_buf_sink(out, &empty_block, 1) ? WS_DEFLATE_NOMEM
+                                                     : WS_DEFLATE_OK;
+}
+
+static ws_deflate_status finish_compressed_message(ws_deflate_ctx *ctx,
+                                                   const uint8_t *in,
+                                                   size_t len,
+                                                   ws_deflate_buf *out)
+{
+    size_t start = out->len;
+    ws_deflate_status st;
+
+    if (ctx->out.unflushed == 0 && len == 0)
+        return append_empty_message(out);
+    st = ensure_deflater(ctx);
+    if (st == WS_DEFLATE_OK)
+        st = deflate_bytes(ctx, in, len, Z_SYNC_FLUSH, out);
+    if (st == WS_DEFLATE_OK)
+        st = strip_tail(out, start);
+    ctx->out.unflushed = 0;
+    /* deflateEnd rather than deflateReset: the stream is ~260 KB at the
+     * defaults and an idle connection should not hold it; see
+     * docs/deflate-memory.md for what re-initialising costs. */
+    if (ctx->params.server_no_context_takeover)
+        drop_deflater(ctx);
+    return st;
+}
+
+ws_deflate_status ws_deflate_compress_chunk(ws_deflate_ctx *ctx,
+                                            const uint8_t *in, size_t len,
+                                            int final, ws_deflate_buf *out)
+{
+    ws_deflate_status st = ctx->out.failed;
+
+    if (st != WS_DEFLATE_OK)
+        return st;
+    if (final) {
+        st = finish_compressed_message(ctx, in, len, out);
+    } else if (len > 0) {
+        st = ensure_deflater(ctx);
+        if (st == WS_DEFLATE_OK)
+            st = deflate_bytes(ctx, in, len, Z_NO_FLUSH, out);
+        ctx->out.unflushed += len;
+    }
+    ctx->out.failed = st;
+    return st;
+}
+
+ws_deflate_status ws_deflate_compress(ws_deflate_ctx *ctx,
+                                      const uint8_t *in, size_t len,
+                                      ws_deflate_buf *out)
+{
+    return ws_deflate_compress_chunk(ctx, in, len, 1, out);
+}
