@@ -21,13 +21,13 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 python3-pytest python3-websockets openssl gcc clang \
                 libclang-rt-14-dev
 
-MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_frame.c
-MODULE_HDR := ws_conn.h ws_frame.h websocket_plugin.h
+MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_frame.c ws_deflate.c
+MODULE_HDR := ws_conn.h ws_frame.h ws_deflate.h websocket_plugin.h
 PLUGINS    := echo dumb_increment
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
-UNIT_TESTS := t/test_frame
+UNIT_TESTS := t/test_frame t/test_deflate
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -46,7 +46,7 @@ deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
 
 .libs/mod_websocket.so: $(MODULE_SRC) $(MODULE_HDR)
-	$(APXS) -c $(APXS_FLAGS) -o mod_websocket.la $(MODULE_SRC)
+	$(APXS) -c $(APXS_FLAGS) -o mod_websocket.la $(MODULE_SRC) -lz
 
 plugins/.libs/mod_websocket_%.so: plugins/%.c websocket_plugin.h
 	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
@@ -70,6 +70,9 @@ asan: deps
 	    SAN_LDFLAGS="-Wl,-fsanitize=address,undefined"
 
 # ---- tests ----------------------------------------------------------------
+
+t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_deflate.c ws_deflate.c -lz
 
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c

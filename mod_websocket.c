@@ -48,6 +48,13 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->close_timeout = -1;
     conf->origin_check = WS_ORIGIN_UNSET;
     conf->allow_reserved_codes = -1;
+    conf->compression = -1;
+    conf->compression_level = -1;
+    conf->server_context_takeover = -1;
+    conf->client_context_takeover = -1;
+    conf->server_window_bits = -1;
+    conf->client_window_bits = -1;
+    conf->compression_min_size = -1;
     return conf;
 }
 
@@ -70,6 +77,15 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                                  : base->allow_reserved_codes;
     conf->trusted_origins = add->trusted_origins ? add->trusted_origins
                                                  : base->trusted_origins;
+#define MERGE_INT(field) conf->field = add->field >= 0 ? add->field : base->field
+    MERGE_INT(compression);
+    MERGE_INT(compression_level);
+    MERGE_INT(server_context_takeover);
+    MERGE_INT(client_context_takeover);
+    MERGE_INT(server_window_bits);
+    MERGE_INT(client_window_bits);
+    MERGE_INT(compression_min_size);
+#undef MERGE_INT
     return conf;
 }
 
@@ -252,6 +268,65 @@ static const char *set_allow_reserved(cmd_parms *cmd, void *dconf, int on)
     return NULL;
 }
 
+/* Integer directives of the form "Name N" with N in [min, max]; the
+ * offset of the int field in ws_dir_conf is the directive's cmd_data. */
+static const char *set_int_in_range(cmd_parms *cmd, const char *arg, int min,
+                                    int max, int *out)
+{
+    char *end;
+    long value = strtol(arg, &end, 10);
+
+    if (end == arg || *end || value < min || value > max) {
+        return apr_psprintf(cmd->pool, "%s: '%s' must be a number from %d "
+                            "to %d", cmd->cmd->name, arg, min, max);
+    }
+    *out = (int)value;
+    return NULL;
+}
+
+static const char *set_compression_flag(cmd_parms *cmd, void *dconf, int on)
+{
+    int *field = (int *)((char *)dconf + (apr_size_t)cmd->info);
+
+    *field = on;
+    return NULL;
+}
+
+static const char *set_compression_level(cmd_parms *cmd, void *dconf,
+                                         const char *arg)
+{
+    return set_int_in_range(cmd, arg, 0, 9,
+                            &((ws_dir_conf *)dconf)->compression_level);
+}
+
+static const char *set_server_window_bits(cmd_parms *cmd, void *dconf,
+                                          const char *arg)
+{
+    return set_int_in_range(cmd, arg, 9, 15,
+                            &((ws_dir_conf *)dconf)->server_window_bits);
+}
+
+static const char *set_client_window_bits(cmd_parms *cmd, void *dconf,
+                                          const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!strcasecmp(arg, "Off")) {
+        conf->client_window_bits = 0;
+        return NULL;
+    }
+    return set_int_in_range(cmd, arg, 8, 15, &conf->client_window_bits);
+}
+
+static const char *set_compression_min_size(cmd_parms *cmd, void *dconf,
+                                            const char *arg)
+{
+    return parse_size(cmd->pool, cmd->cmd->name, arg, 0,
+                      &((ws_dir_conf *)dconf)->compression_min_size);
+}
+
+#define WS_CONF_OFFSET(field) ((void *)APR_OFFSETOF(ws_dir_conf, field))
+
 static const command_rec ws_directives[] = {
     AP_INIT_TAKE2("WebSocketHandler", set_handler, NULL, RSRC_CONF | ACCESS_CONF,
                   "a plugin's shared object (relative to ServerRoot) and the "
@@ -277,6 +352,30 @@ static const command_rec ws_directives[] = {
     AP_INIT_FLAG("WebSocketAllowReservedStatusCodes", set_allow_reserved, NULL,
                  RSRC_CONF | ACCESS_CONF, "accept reserved close codes "
                  "(1004, 1016-2999) from clients (default Off)"),
+    AP_INIT_FLAG("WebSocketCompression", set_compression_flag,
+                 WS_CONF_OFFSET(compression), RSRC_CONF | ACCESS_CONF,
+                 "negotiate permessage-deflate when a client offers it "
+                 "(default On)"),
+    AP_INIT_TAKE1("WebSocketCompressionLevel", set_compression_level, NULL,
+                  RSRC_CONF | ACCESS_CONF, "zlib compression level 0-9 "
+                  "(default 1)"),
+    AP_INIT_FLAG("WebSocketCompressionServerContextTakeover",
+                 set_compression_flag, WS_CONF_OFFSET(server_context_takeover),
+                 RSRC_CONF | ACCESS_CONF, "keep the compressor's window "
+                 "between messages (default Off: no zlib memory when idle)"),
+    AP_INIT_FLAG("WebSocketCompressionClientContextTakeover",
+                 set_compression_flag, WS_CONF_OFFSET(client_context_takeover),
+                 RSRC_CONF | ACCESS_CONF, "let the client keep its window "
+                 "between messages (default Off: no zlib memory when idle)"),
+    AP_INIT_TAKE1("WebSocketCompressionServerWindowBits", set_server_window_bits,
+                  NULL, RSRC_CONF | ACCESS_CONF, "the compressor's window, "
+                  "9-15 (default 15)"),
+    AP_INIT_TAKE1("WebSocketCompressionClientWindowBits", set_client_window_bits,
+                  NULL, RSRC_CONF | ACCESS_CONF, "the window asked of the "
+                  "client, 8-15, or Off to ask for none (default Off)"),
+    AP_INIT_TAKE1("WebSocketCompressionMinSize", set_compression_min_size, NULL,
+                  RSRC_CONF | ACCESS_CONF, "messages shorter than this are sent "
+                  "uncompressed (default 64)"),
     { NULL, { NULL }, NULL, 0, 0, NULL }
 };
 
@@ -286,6 +385,8 @@ typedef struct handshake {
     const char *key;
     int version;
     apr_array_header_t *protocols;
+    int deflate;                     /* permessage-deflate agreed */
+    ws_deflate_negotiation deflate_neg;
 } handshake;
 
 /* A refusal: one log line, and the status the client gets. */
@@ -398,6 +499,25 @@ static int check_protocols(request_rec *r, handshake *hs)
     return OK;
 }
 
+/* Extensions never fail a handshake: what we cannot honour is answered
+ * by leaving it out of the 101 (RFC 6455 9.1). */
+static void negotiate_extensions(request_rec *r, const ws_dir_conf *conf,
+                                 handshake *hs)
+{
+    const char *offered = apr_table_get(r->headers_in,
+                                        "Sec-WebSocket-Extensions");
+    ws_deflate_policy policy;
+    ws_deflate_result result;
+
+    ws_conf_deflate_policy(conf, &policy);
+    result = ws_deflate_negotiate(offered, &policy, &hs->deflate_neg);
+    hs->deflate = (result == WS_DEFLATE_ACCEPTED);
+    if (offered && !hs->deflate) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "extensions '%s' not "
+                      "taken: %s", offered, ws_deflate_result_name(result));
+    }
+}
+
 /* RFC 6454 serialisation of the origin the request was sent to. */
 static const char *own_origin(request_rec *r)
 {
@@ -492,7 +612,11 @@ static int check_request(request_rec *r, const ws_dir_conf *conf, handshake *hs)
     if ((status = check_protocols(r, hs)) != OK) {
         return status;
     }
-    return check_origin(r, conf, hs);
+    if ((status = check_origin(r, conf, hs)) != OK) {
+        return status;
+    }
+    negotiate_extensions(r, conf, hs);
+    return OK;
 }
 
 static const char *accept_value(apr_pool_t *p, const char *key)
@@ -524,6 +648,10 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     if (wc->chosen_protocol) {
         apr_table_setn(r->headers_out, "Sec-WebSocket-Protocol",
                        wc->chosen_protocol);
+    }
+    if (hs->deflate) {
+        apr_table_setn(r->headers_out, "Sec-WebSocket-Extensions",
+                       apr_pstrdup(r->pool, hs->deflate_neg.response));
     }
     r->status = HTTP_SWITCHING_PROTOCOLS;
     r->status_line = NULL;
@@ -568,7 +696,8 @@ static int ws_handler(request_rec *r)
     if ((status = check_request(r, conf, &hs)) != OK) {
         return status;
     }
-    wc = ws_conn_create(r, conf, hs.protocols);
+    wc = ws_conn_create(r, conf, hs.protocols,
+                        hs.deflate ? &hs.deflate_neg.params : NULL);
     if (!wc) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r,
                       "cannot set up a WebSocket connection");
@@ -587,9 +716,11 @@ static int ws_handler(request_rec *r)
     }
     switch_protocols(r, &hs, wc);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
-                  "open to plugin %s%s%s", hs.version, conf->handler->symbol,
+                  "open to plugin %s%s%s%s%s", hs.version, conf->handler->symbol,
                   wc->chosen_protocol ? ", subprotocol " : "",
-                  wc->chosen_protocol ? wc->chosen_protocol : "");
+                  wc->chosen_protocol ? wc->chosen_protocol : "",
+                  hs.deflate ? ", extensions " : "",
+                  hs.deflate ? hs.deflate_neg.response : "");
     return wc->engine->run(wc);
 }
 

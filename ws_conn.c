@@ -10,10 +10,15 @@
 #include "httpd.h"
 #include "http_log.h"
 #include "apr_strings.h"
+#include "util_filter.h"
 
 #include "ws_conn.h"
 
 APLOG_USE_MODULE(websocket);
+
+/* Buffers above this are freed after use, so that an idle connection does
+ * not keep the memory of its largest message. */
+#define WS_KEEP_BUFFER_MAX  (64 * 1024)
 
 apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf)
 {
@@ -31,6 +36,29 @@ apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf)
 {
     return conf->close_timeout >= 0 ? conf->close_timeout
                                     : WS_DEFAULT_CLOSE_TIMEOUT;
+}
+
+static int conf_flag(int value, int fallback)
+{
+    return value >= 0 ? value : fallback;
+}
+
+/* Defaults keep an idle connection free of zlib memory: no context
+ * takeover either way, so both zlib streams exist only while a message
+ * is being compressed or inflated (docs/deflate-memory.md). */
+void ws_conf_deflate_policy(const ws_dir_conf *conf, ws_deflate_policy *policy)
+{
+    ws_deflate_policy_default(policy);
+    policy->enabled = conf_flag(conf->compression, 1);
+    policy->level = conf_flag(conf->compression_level,
+                              WS_DEFAULT_COMPRESSION_LEVEL);
+    policy->server_no_context_takeover = !conf_flag(conf->server_context_takeover, 0);
+    policy->client_no_context_takeover = !conf_flag(conf->client_context_takeover, 0);
+    policy->server_max_window_bits = conf_flag(conf->server_window_bits, 15);
+    policy->client_max_window_bits = conf_flag(conf->client_window_bits, 0);
+    policy->min_size = (size_t)(conf->compression_min_size >= 0
+                                ? conf->compression_min_size
+                                : WS_DEFAULT_COMPRESSION_MIN);
 }
 
 /* ---- the WebSocketServer functions plugins call ---- */
@@ -157,13 +185,31 @@ static apr_status_t release_conn(void *data)
     wc->parser = NULL;
     free_frames(wc->out_head);
     wc->out_head = wc->out_tail = NULL;
+    ws_deflate_destroy(wc->deflate);
+    wc->deflate = NULL;
+    ws_deflate_buf_free(&wc->deflated);
+    ws_deflate_buf_free(&wc->inflated);
     return APR_SUCCESS;
 }
 
-ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
-                        apr_array_header_t *protocols)
+/* A compressed message may be a little larger than the message itself
+ * (stored blocks cost 5 bytes per 64 KiB); the inflated size is checked
+ * exactly while inflating. */
+static uint64_t wire_limit(uint64_t max_message, int compressed)
 {
-    ws_conn *wc = apr_pcalloc(r->pool, sizeof(*wc));
+    return compressed ? max_message + (max_message >> 12) + 1024 : max_message;
+}
+
+ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
+                        apr_array_header_t *protocols,
+                        const ws_deflate_params *deflate)
+{
+    /* In the connection's pool, not the request's: a plugin thread that
+     * races the end of the connection then finds it marked finished
+     * instead of freed memory (the async engine ends r->pool first). */
+    apr_pool_t *pool = r->connection->pool;
+    ws_conn *wc = apr_pcalloc(pool, sizeof(*wc));
+    uint64_t max_message = (uint64_t)ws_conf_max_message_size(conf);
     ws_parser_config pc;
 
     wc->r = r;
@@ -175,17 +221,22 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
 
     memset(&pc, 0, sizeof(pc));
     pc.role = WS_ROLE_SERVER;
-    pc.max_message_size = (uint64_t)ws_conf_max_message_size(conf);
+    pc.max_message_size = wire_limit(max_message, deflate != NULL);
     pc.assemble = 1;
+    pc.allow_rsv1 = deflate != NULL;
     pc.allow_reserved_close_codes = conf->allow_reserved_codes > 0;
+    apr_pool_cleanup_register(pool, wc, release_conn, apr_pool_cleanup_null);
     wc->parser = ws_parser_create(&pc);
     if (!wc->parser) {
         return NULL;
     }
-    apr_pool_cleanup_register(r->pool, wc, release_conn,
-                              apr_pool_cleanup_null);
+    if (deflate && !(wc->deflate = ws_deflate_create(deflate, max_message))) {
+        return NULL;
+    }
     if (apr_thread_mutex_create(&wc->lock, APR_THREAD_MUTEX_DEFAULT,
-                                r->pool) != APR_SUCCESS) {
+                                pool) != APR_SUCCESS
+        || apr_thread_mutex_create(&wc->send_lock, APR_THREAD_MUTEX_DEFAULT,
+                                   pool) != APR_SUCCESS) {
         return NULL;
     }
 
@@ -217,11 +268,11 @@ int ws_conn_connect_plugin(ws_conn *wc)
 
 /* ---- the outgoing queue ---- */
 
-static ws_out_frame *build_frame(int opcode, const uint8_t *payload,
+static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
                                  size_t len)
 {
     uint8_t header[WS_MAX_HEADER_SIZE];
-    size_t hlen = ws_frame_header(header, opcode, WS_FIN, len, NULL);
+    size_t hlen = ws_frame_header(header, opcode, flags, len, NULL);
     ws_out_frame *f = malloc(sizeof(*f) + hlen + len);
 
     if (!f) {
@@ -288,42 +339,86 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
     return 1;
 }
 
-size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+/* Queues a built frame; on refusal frees it.  Returns 1 when queued. */
+static int queue_frame(ws_conn *wc, ws_out_frame *f)
 {
-    ws_out_frame *f;
     int queued = 0, overflow_now = 0;
 
-    if (!sendable(wc, opcode, data, len) || !(f = build_frame(opcode, data, len))) {
-        return 0;
-    }
     apr_thread_mutex_lock(wc->lock);
     if (!wc->close_queued && !wc->finished) {
         queued = enqueue_locked(wc, f);
         if (!queued && !wc->send_overflow) {
             wc->send_overflow = overflow_now = 1;
         }
-        if (f->is_close && queued) {
+        if (queued && f->is_close) {
             wc->close_queued = 1;
+        }
+        if (queued) {
+            /* Under the lock: the engine cannot finish (and free) the
+             * connection between our enqueue and this wake-up. */
+            wc->engine->wake(wc);
         }
     }
     apr_thread_mutex_unlock(wc->lock);
 
-    if (!queued) {
-        free(f);
-        if (overflow_now) {
-            /* A reader this slow would make us hold unbounded memory:
-             * give up on it, and say so once. */
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
-                         "closing WebSocket from %s: send queue limit of %"
-                         APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
-                         "WebSocketSendQueueLimit",
-                         wc->c->client_ip, wc->out_limit);
-            ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
-        }
+    if (queued) {
+        return 1;
+    }
+    free(f);
+    if (overflow_now) {
+        /* A reader this slow would make us hold unbounded memory: give up
+         * on it, and say so once. */
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
+                     "closing WebSocket from %s: send queue limit of %"
+                     APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
+                     "WebSocketSendQueueLimit", wc->c->client_ip, wc->out_limit);
+        ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
+    }
+    return 0;
+}
+
+/* Compression and queueing happen under one lock: with context takeover
+ * the peer must inflate messages in the order they were compressed. */
+static size_t send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
+                              size_t len)
+{
+    ws_out_frame *f = NULL;
+    ws_deflate_status st;
+    int queued = 0;
+
+    apr_thread_mutex_lock(wc->send_lock);
+    wc->deflated.len = 0;
+    st = ws_deflate_compress(wc->deflate, data, len, &wc->deflated);
+    if (st == WS_DEFLATE_OK) {
+        f = build_frame(opcode, WS_FIN | WS_RSV1, wc->deflated.data,
+                        wc->deflated.len);
+        queued = f && queue_frame(wc, f);
+    }
+    if (wc->deflated.cap > WS_KEEP_BUFFER_MAX) {
+        ws_deflate_buf_free(&wc->deflated);
+    }
+    apr_thread_mutex_unlock(wc->send_lock);
+    if (st != WS_DEFLATE_OK) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
+                     "cannot compress a message for %s: %s", wc->c->client_ip,
+                     ws_deflate_status_name(st));
+    }
+    return queued ? len : 0;
+}
+
+size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+{
+    ws_out_frame *f;
+
+    if (!sendable(wc, opcode, data, len)) {
         return 0;
     }
-    wc->engine->wake(wc);
-    return len;
+    if (wc->deflate && !is_control(opcode)
+        && ws_deflate_should_compress(wc->deflate, len)) {
+        return send_compressed(wc, opcode, data, len);
+    }
+    f = build_frame(opcode, WS_FIN, data, len);
+    return f && queue_frame(wc, f) ? len : 0;
 }
 
 void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
@@ -331,7 +426,7 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
     uint8_t payload[WS_MAX_CONTROL_SIZE];
     size_t plen = ws_close_payload(payload, code, reason,
                                    reason ? strlen(reason) : 0);
-    ws_out_frame *f = build_frame(WS_OP_CLOSE, payload, plen);
+    ws_out_frame *f = build_frame(WS_OP_CLOSE, WS_FIN, payload, plen);
 
     if (!f) {
         return;
@@ -353,11 +448,9 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
         wc->out_tail = f;
         wc->out_bytes += f->len;
         wc->close_queued = 1;
-    }
-    apr_thread_mutex_unlock(wc->lock);
-    if (f) {
         wc->engine->wake(wc);
     }
+    apr_thread_mutex_unlock(wc->lock);
 }
 
 ws_out_frame *ws_conn_take_output(ws_conn *wc)
@@ -374,6 +467,60 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
 
 /* ---- incoming events ---- */
 
+/* apache-websocket plugins may treat a text message as a C string: the
+ * byte after the message is always writable (ws_conn_feed's contract),
+ * so it is set to NUL for the call and restored after. */
+static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
+{
+    uint8_t saved = data[len];
+
+    data[len] = '\0';
+    wc->msgs_in++;
+    wc->plugin->on_message(wc->plugin_private, &wc->server, type, data, len);
+    data[len] = saved;
+}
+
+static void fail_connection(ws_conn *wc, uint16_t code, const char *why)
+{
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r,
+                  "failing WebSocket from %s with %u: %s",
+                  wc->c->client_ip, (unsigned)code, why);
+    wc->peer_closed = 1;
+    wc->failed = 1;
+    ws_conn_close(wc, code, why);
+}
+
+/* Inflates a compressed message into wc->inflated; 0 when the connection
+ * was failed instead. */
+static int inflate_message(ws_conn *wc, ws_event *ev)
+{
+    static const uint8_t nul = 0;
+    ws_deflate_status st;
+
+    wc->inflated.len = 0;
+    st = ws_deflate_inflate(wc->deflate, ev->data, ev->len, 1,
+                            ws_deflate_buf_sink, &wc->inflated);
+    if (st != WS_DEFLATE_OK) {
+        fail_connection(wc, ws_deflate_close_code(st), st == WS_DEFLATE_TOO_BIG
+                        ? "message too big once inflated"
+                        : "invalid compressed data");
+        return 0;
+    }
+    /* Room for the NUL of call_on_message. */
+    if (ws_deflate_buf_sink(&wc->inflated, &nul, 1)) {
+        fail_connection(wc, WS_CLOSE_INTERNAL_ERROR, "out of memory");
+        return 0;
+    }
+    wc->inflated.len--;
+    if (ev->opcode == WS_OP_TEXT
+        && ws_utf8_feed(WS_UTF8_ACCEPT, wc->inflated.data, wc->inflated.len)
+           != WS_UTF8_ACCEPT) {
+        fail_connection(wc, WS_CLOSE_INVALID_DATA, "invalid UTF-8 in text");
+        return 0;
+    }
+    return 1;
+}
+
 static void deliver_message(ws_conn *wc, ws_event *ev)
 {
     int type = ev->opcode == WS_OP_TEXT ? MESSAGE_TYPE_TEXT
@@ -388,9 +535,16 @@ static void deliver_message(ws_conn *wc, ws_event *ev)
     if (closing) {
         return;
     }
-    wc->msgs_in++;
-    wc->plugin->on_message(wc->plugin_private, &wc->server, type,
-                           ev->data, ev->len);
+    if (!ev->compressed) {
+        call_on_message(wc, type, ev->data, ev->len);
+        return;
+    }
+    if (inflate_message(wc, ev)) {
+        call_on_message(wc, type, wc->inflated.data, wc->inflated.len);
+    }
+    if (wc->inflated.cap > WS_KEEP_BUFFER_MAX) {
+        ws_deflate_buf_free(&wc->inflated);
+    }
 }
 
 static void peer_sent_close(ws_conn *wc, ws_event *ev)
@@ -407,16 +561,6 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
      * a no-op when our own Close went first. */
     ws_conn_close(wc, ev->close_code == WS_CLOSE_NO_STATUS ? 0 : ev->close_code,
                   NULL);
-}
-
-static void peer_broke_protocol(ws_conn *wc, ws_event *ev)
-{
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r,
-                  "failing WebSocket from %s with %u: %s",
-                  wc->c->client_ip, (unsigned)ev->close_code, ev->reason);
-    wc->peer_closed = 1;
-    wc->failed = 1;
-    ws_conn_close(wc, ev->close_code, ev->reason);
 }
 
 void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
@@ -440,12 +584,70 @@ void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
             peer_sent_close(wc, &ev);
             break;
         case WS_EV_ERROR:
-            peer_broke_protocol(wc, &ev);
+            fail_connection(wc, ev.close_code, ev.reason);
             break;
         default:    /* FRAME, CHUNK, PONG: nothing to do */
             break;
         }
     }
+}
+
+/* ---- I/O helpers shared by the engines ---- */
+
+apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
+                                    uint8_t *scratch, apr_size_t size)
+{
+    while (!wc->peer_closed) {
+        apr_size_t len = size;
+        apr_status_t rv;
+        int eos;
+
+        rv = ap_get_brigade(wc->c->input_filters, bb, AP_MODE_READBYTES,
+                            APR_NONBLOCK_READ, size);
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            return APR_SUCCESS;        /* mod_ssl's way of saying "none" */
+        }
+        if (rv != APR_SUCCESS) {
+            apr_brigade_cleanup(bb);
+            return rv;
+        }
+        eos = !APR_BRIGADE_EMPTY(bb) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb));
+        rv = apr_brigade_flatten(bb, (char *)scratch, &len);
+        apr_brigade_cleanup(bb);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        if (len == 0) {
+            /* The core filter's way of saying "none": an empty brigade;
+             * the end of the stream comes as EOS. */
+            return eos ? APR_EOF : APR_SUCCESS;
+        }
+        ws_conn_feed(wc, scratch, len);
+        if (eos) {
+            return APR_EOF;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+static void free_frame(void *data)
+{
+    free(data);
+}
+
+/* The bucket frees the malloc'd frame with free(); only the bucket itself
+ * comes from the (single-threaded) allocator of the connection.  start
+ * and length skip the queue link in front of the bytes. */
+apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba)
+{
+    apr_size_t skip = (apr_size_t)(f->bytes - (uint8_t *)f);
+    apr_size_t len = f->len;
+    apr_bucket *b = apr_bucket_heap_create((const char *)f, skip + len,
+                                           free_frame, ba);
+
+    b->start += skip;
+    b->length = len;
+    return b;
 }
 
 /* ---- ending ---- */

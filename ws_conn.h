@@ -17,10 +17,12 @@
 
 #include "httpd.h"
 #include "http_config.h"
+#include "apr_buckets.h"
 #include "apr_dso.h"
 #include "apr_thread_mutex.h"
 
 #include "websocket_plugin.h"
+#include "ws_deflate.h"
 #include "ws_frame.h"
 
 /* ---- configuration (mod_websocket.c fills it) ---- */
@@ -33,6 +35,8 @@
 #define WS_DEFAULT_MAX_MESSAGE_SIZE   (16 * 1024 * 1024)
 #define WS_DEFAULT_SEND_QUEUE_LIMIT   (16 * 1024 * 1024)
 #define WS_DEFAULT_CLOSE_TIMEOUT      apr_time_from_sec(5)
+#define WS_DEFAULT_COMPRESSION_LEVEL  1
+#define WS_DEFAULT_COMPRESSION_MIN    64
 
 typedef struct ws_plugin_ref {
     const char *path;          /* as resolved against ServerRoot */
@@ -50,11 +54,21 @@ typedef struct ws_dir_conf {
     int origin_check;
     int allow_reserved_codes;
     apr_array_header_t *trusted_origins;   /* of const char * */
+    /* permessage-deflate */
+    int compression;                  /* On/Off */
+    int compression_level;
+    int server_context_takeover;      /* On/Off */
+    int client_context_takeover;      /* On/Off */
+    int server_window_bits;           /* 9..15 */
+    int client_window_bits;           /* 8..15, 0 = do not ask */
+    apr_off_t compression_min_size;
 } ws_dir_conf;
 
 apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf);
 apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf);
+/* The permessage-deflate policy the directives make. */
+void ws_conf_deflate_policy(const ws_dir_conf *conf, ws_deflate_policy *policy);
 
 /* ---- engines ---- */
 
@@ -98,6 +112,14 @@ struct _WebSocketState {
     const ws_engine *engine;
     void *engine_data;
 
+    /* permessage-deflate, when negotiated.  The compressing side is used
+     * under send_lock by whichever thread sends; the inflating side by the
+     * engine thread only. */
+    ws_deflate_ctx *deflate;
+    apr_thread_mutex_t *send_lock;   /* compress and queue, atomically */
+    ws_deflate_buf deflated;         /* under send_lock */
+    ws_deflate_buf inflated;         /* engine thread */
+
     /* Shared with sending threads, under lock. */
     apr_thread_mutex_t *lock;
     ws_out_frame *out_head, *out_tail;
@@ -118,16 +140,29 @@ struct _WebSocketState {
     apr_uint64_t msgs_out;
 };
 
-/* NULL when the parser cannot be allocated. */
+/* NULL when memory runs out.  deflate: the negotiated permessage-deflate
+ * parameters, or NULL when the extension is not in use. */
 ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
-                        apr_array_header_t *protocols);
+                        apr_array_header_t *protocols,
+                        const ws_deflate_params *deflate);
 
 /* Runs the plugin's on_connect; 0 when the plugin refused. */
 int ws_conn_connect_plugin(ws_conn *wc);
 
-/* Parses bytes read from the peer (buf is scratch the codec may write
- * into) and dispatches what they complete. */
+/* Parses bytes read from the peer and dispatches what they complete.
+ * buf is scratch the codec may write into, with one writable byte past
+ * len (text messages are handed to plugins NUL-terminated). */
 void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
+
+/* Reads what the connection's input filters have, without blocking, and
+ * feeds it (bb: an empty brigade of the connection; scratch: size + 1
+ * bytes).  APR_SUCCESS when nothing more is available now, APR_EOF when
+ * the peer has gone, another error when reading failed. */
+apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
+                                    uint8_t *scratch, apr_size_t size);
+
+/* A heap bucket that takes over a queued frame without copying it. */
+apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba);
 
 /* Queues one whole message; any thread.  Returns len, or 0 if refused. */
 size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);

@@ -19,7 +19,10 @@
  * The input buffer is writable because payloads are unmasked in place:
  * event data may point into it and stays valid until the caller reuses
  * the buffer.  Data pointing into the parser's own buffers (assembled
- * messages, control payloads) stays valid until the next call.
+ * messages, control payloads) stays valid until the next call.  The byte
+ * just past an assembled message held by the parser is writable, so a
+ * caller may NUL-terminate it in place (it must do the same for its own
+ * input buffer to rely on this for messages delivered in place).
  *
  * Events come strictly in wire order, so every valid frame that precedes
  * a protocol error is reported before the WS_EV_ERROR for it.

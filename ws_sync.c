@@ -45,52 +45,6 @@ static void sync_wake(ws_conn *wc)
     }
 }
 
-/*
- * Reads what the filters have without blocking and feeds it to the codec.
- * Returns APR_SUCCESS when everything available was consumed, APR_EOF when
- * the peer has gone, another error when reading failed.
- */
-static apr_status_t read_available(ws_conn *wc, sync_loop *loop)
-{
-    while (!wc->peer_closed) {
-        apr_size_t len = WS_SYNC_READ_SIZE;
-        apr_status_t rv;
-        int eos;
-
-        rv = ap_get_brigade(wc->c->input_filters, loop->in, AP_MODE_READBYTES,
-                            APR_NONBLOCK_READ, WS_SYNC_READ_SIZE);
-        if (APR_STATUS_IS_EAGAIN(rv)) {
-            return APR_SUCCESS;
-        }
-        if (rv != APR_SUCCESS) {
-            apr_brigade_cleanup(loop->in);
-            return rv;
-        }
-        eos = !APR_BRIGADE_EMPTY(loop->in)
-              && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(loop->in));
-        rv = apr_brigade_flatten(loop->in, (char *)loop->scratch, &len);
-        apr_brigade_cleanup(loop->in);
-        if (rv != APR_SUCCESS) {
-            return rv;
-        }
-        if (len == 0) {
-            /* The core filter says "nothing now" with an empty brigade, and
-             * reports the end of the stream with EOS. */
-            return eos ? APR_EOF : APR_SUCCESS;
-        }
-        ws_conn_feed(wc, loop->scratch, len);
-        if (eos) {
-            return APR_EOF;
-        }
-    }
-    return APR_SUCCESS;
-}
-
-static void free_frame(void *data)
-{
-    free(data);
-}
-
 /* Writes every queued frame; blocks until the filters took them. */
 static apr_status_t write_queued(ws_conn *wc, sync_loop *loop)
 {
@@ -103,15 +57,8 @@ static apr_status_t write_queued(ws_conn *wc, sync_loop *loop)
     }
     while (f) {
         ws_out_frame *next = f->next;
-        apr_size_t skip = (apr_size_t)(f->bytes - (uint8_t *)f);
-        /* The bucket takes the malloc'd frame as it is (no copy) and frees
-         * it with free(); only its header and bucket come from this
-         * thread's allocator.  start/length skip the queue link. */
-        apr_bucket *b = apr_bucket_heap_create((const char *)f, skip + f->len,
-                                               free_frame, ba);
-        b->start += skip;
-        b->length = f->len;
-        APR_BRIGADE_INSERT_TAIL(loop->out, b);
+
+        APR_BRIGADE_INSERT_TAIL(loop->out, ws_out_frame_bucket(f, ba));
         wc->msgs_out++;
         f = next;
     }
@@ -146,7 +93,7 @@ static apr_status_t setup_loop(ws_conn *wc, sync_loop *loop)
 
     loop->in = apr_brigade_create(p, wc->c->bucket_alloc);
     loop->out = apr_brigade_create(p, wc->c->bucket_alloc);
-    loop->scratch = apr_palloc(p, WS_SYNC_READ_SIZE);
+    loop->scratch = apr_palloc(p, WS_SYNC_READ_SIZE + 1);
     loop->pfd.p = p;
     rv = ap_get_pollfd_from_conn(wc->c, &loop->pfd, &unused);
     if (rv != APR_SUCCESS) {
@@ -171,7 +118,8 @@ static int sync_run(ws_conn *wc)
         const apr_pollfd_t *ready;
         apr_time_t now;
 
-        rv = read_available(wc, loop);
+        rv = ws_conn_read_available(wc, loop->in, loop->scratch,
+                                    WS_SYNC_READ_SIZE);
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");
