@@ -23,11 +23,13 @@
 #include "http_request.h"
 #include "util_filter.h"
 #include "ap_mpm.h"
+#include "mpm_common.h"
 #include "apr_base64.h"
 #include "apr_lib.h"
 #include "apr_sha1.h"
 #include "apr_strings.h"
 
+#include "ws_async.h"
 #include "ws_conn.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -35,6 +37,9 @@ module AP_MODULE_DECLARE_DATA websocket_module;
 #define WS_HANDLER_NAME   "websocket-handler"
 #define WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_VERSIONS_HDR   "13, 8, 7"
+
+/* WebSocketEventThreads: event-loop threads per child (event MPM). */
+static int event_threads = 2;
 
 /* ---- configuration ---- */
 
@@ -46,6 +51,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->max_message_size = -1;
     conf->send_queue_limit = -1;
     conf->close_timeout = -1;
+    conf->idle_timeout = -1;
     conf->origin_check = WS_ORIGIN_UNSET;
     conf->allow_reserved_codes = -1;
     conf->compression = -1;
@@ -70,6 +76,8 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                              ? add->send_queue_limit : base->send_queue_limit;
     conf->close_timeout = add->close_timeout >= 0
                           ? add->close_timeout : base->close_timeout;
+    conf->idle_timeout = add->idle_timeout >= 0
+                         ? add->idle_timeout : base->idle_timeout;
     conf->origin_check = add->origin_check != WS_ORIGIN_UNSET
                          ? add->origin_check : base->origin_check;
     conf->allow_reserved_codes = add->allow_reserved_codes >= 0
@@ -210,18 +218,57 @@ static const char *set_send_queue_limit(cmd_parms *cmd, void *dconf,
                       &conf->send_queue_limit);
 }
 
+/* Durations as for Timeout: seconds, or with ms, s, mi or h. */
+static const char *parse_duration(cmd_parms *cmd, const char *arg,
+                                  apr_interval_time_t *out)
+{
+    apr_interval_time_t value;
+
+    if (ap_timeout_parameter_parse(arg, &value, "s") != APR_SUCCESS
+        || value < 0) {
+        return apr_psprintf(cmd->pool, "%s: '%s' is not a duration (seconds, "
+                            "or a number with ms, s, mi or h)",
+                            cmd->cmd->name, arg);
+    }
+    *out = value;
+    return NULL;
+}
+
 static const char *set_close_timeout(cmd_parms *cmd, void *dconf,
                                      const char *arg)
 {
-    ws_dir_conf *conf = dconf;
-    apr_interval_time_t timeout;
+    return parse_duration(cmd, arg, &((ws_dir_conf *)dconf)->close_timeout);
+}
 
-    if (ap_timeout_parameter_parse(arg, &timeout, "s") != APR_SUCCESS
-        || timeout < 0) {
-        return apr_psprintf(cmd->pool, "WebSocketCloseTimeout: '%s' is not a "
-                            "duration (seconds, or with ms/s/mi/h)", arg);
+static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!strcasecmp(arg, "Off")) {
+        conf->idle_timeout = 0;
+        return NULL;
     }
-    conf->close_timeout = timeout;
+    return parse_duration(cmd, arg, &conf->idle_timeout);
+}
+
+static const char *set_event_threads(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    long n;
+
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    n = strtol(arg, &end, 10);
+    if (end == arg || *end || n < 0 || n > 64) {
+        return "WebSocketEventThreads must be a number from 0 (no event "
+               "loops: every WebSocket keeps its worker thread) to 64";
+    }
+    event_threads = (int)n;
     return NULL;
 }
 
@@ -344,6 +391,11 @@ static const command_rec ws_directives[] = {
     AP_INIT_TAKE1("WebSocketCloseTimeout", set_close_timeout, NULL,
                   RSRC_CONF | ACCESS_CONF, "how long to wait for the peer's "
                   "Close after sending ours (default 5s)"),
+    AP_INIT_TAKE1("WebSocketIdleTimeout", set_idle_timeout, NULL,
+                  RSRC_CONF | ACCESS_CONF, "close WebSockets that received "
+                  "nothing for this long with 1001 (default Off)"),
+    AP_INIT_TAKE1("WebSocketEventThreads", set_event_threads, NULL, RSRC_CONF,
+                  "event-loop threads per child on the event MPM (default 2)"),
     AP_INIT_TAKE1("WebSocketOriginCheck", set_origin_check, NULL,
                   RSRC_CONF | ACCESS_CONF, "Same (default), Trusted or Off"),
     AP_INIT_ITERATE("WebSocketTrustedOrigin", add_trusted_origin, NULL,
@@ -668,11 +720,20 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     c->keepalive = AP_CONN_CLOSE;
 }
 
+/* The event loops can only hold a connection the MPM lets go of: an
+ * HTTP/1 connection on the event MPM.  HTTP/2 streams (c->master) and the
+ * other MPMs keep the handler's thread. */
 static const ws_engine *choose_engine(request_rec *r)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "WebSocket engine: %s", ws_engine_sync.name);
-    return &ws_engine_sync;
+    conn_rec *c = r->connection;
+    const ws_engine *engine = &ws_engine_sync;
+
+    if (!c->master && c->cs && ws_async_available()) {
+        engine = &ws_engine_async;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket engine: %s",
+                  engine->name);
+    return engine;
 }
 
 static int ws_handler(request_rec *r)
@@ -724,10 +785,18 @@ static int ws_handler(request_rec *r)
     return wc->engine->run(wc);
 }
 
+static void child_init(apr_pool_t *pchild, server_rec *s)
+{
+    ws_async_child_init(pchild, s, event_threads);
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_suspend_connection(ws_async_suspended, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(ws_async_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(websocket) = {

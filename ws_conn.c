@@ -38,6 +38,11 @@ apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf)
                                     : WS_DEFAULT_CLOSE_TIMEOUT;
 }
 
+apr_interval_time_t ws_conf_idle_timeout(const ws_dir_conf *conf)
+{
+    return conf->idle_timeout > 0 ? conf->idle_timeout : 0;
+}
+
 static int conf_flag(int value, int fallback)
 {
     return value >= 0 ? value : fallback;
@@ -218,6 +223,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->plugin = conf->handler->plugin;
     wc->protocols = protocols;
     wc->out_limit = (apr_size_t)ws_conf_send_queue_limit(conf);
+    wc->last_activity = apr_time_now();
 
     memset(&pc, 0, sizeof(pc));
     pc.role = WS_ROLE_SERVER;
@@ -565,6 +571,7 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
 
 void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 {
+    wc->last_activity = apr_time_now();
     while (!wc->peer_closed) {
         ws_event ev;
         size_t used = ws_parser_next(wc->parser, buf, len, &ev);
@@ -652,31 +659,43 @@ apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba)
 
 /* ---- ending ---- */
 
-int ws_conn_done(ws_conn *wc, apr_time_t now)
+int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
 {
     int close_queued, output_pending;
 
     apr_thread_mutex_lock(wc->lock);
     close_queued = wc->close_queued;
-    output_pending = wc->out_head != NULL;
+    output_pending = engine_output || wc->out_head != NULL;
     apr_thread_mutex_unlock(wc->lock);
 
-    if (!close_queued || output_pending) {
+    if (!close_queued) {
         return 0;
     }
-    if (wc->peer_closed) {
-        return 1;
-    }
-    /* We closed first: wait a while for the peer's answer. */
+    /* One deadline for the whole closing handshake: our Close going out
+     * and the peer's coming in.  A peer that neither reads nor answers
+     * cannot hold the connection longer than WebSocketCloseTimeout. */
     if (!wc->close_deadline) {
         wc->close_deadline = now + ws_conf_close_timeout(wc->conf);
     }
     if (now >= wc->close_deadline) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r,
-                      "peer did not answer our Close in time");
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r, "closing handshake "
+                      "with %s timed out", wc->c->client_ip);
         return 1;
     }
-    return 0;
+    return !output_pending && wc->peer_closed;
+}
+
+void ws_conn_tick(ws_conn *wc, apr_time_t now)
+{
+    apr_interval_time_t idle = ws_conf_idle_timeout(wc->conf);
+
+    if (idle && !wc->close_deadline && now - wc->last_activity > idle) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r, "closing WebSocket "
+                      "from %s: idle for %" APR_TIME_T_FMT "s "
+                      "(WebSocketIdleTimeout)", wc->c->client_ip,
+                      apr_time_sec(now - wc->last_activity));
+        ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "idle timeout");
+    }
 }
 
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)

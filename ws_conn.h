@@ -51,6 +51,7 @@ typedef struct ws_dir_conf {
     apr_off_t max_message_size;
     apr_off_t send_queue_limit;
     apr_interval_time_t close_timeout;
+    apr_interval_time_t idle_timeout;     /* 0: none */
     int origin_check;
     int allow_reserved_codes;
     apr_array_header_t *trusted_origins;   /* of const char * */
@@ -67,6 +68,7 @@ typedef struct ws_dir_conf {
 apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf);
 apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf);
+apr_interval_time_t ws_conf_idle_timeout(const ws_dir_conf *conf);
 /* The permessage-deflate policy the directives make. */
 void ws_conf_deflate_policy(const ws_dir_conf *conf, ws_deflate_policy *policy);
 
@@ -134,8 +136,9 @@ struct _WebSocketState {
     int peer_closed;                 /* the peer's Close (or a protocol
                                         error) ended the reading side */
     int failed;                      /* we failed the connection */
-    apr_time_t close_deadline;       /* when we stop waiting for the peer's
-                                        Close, 0 while none is awaited */
+    apr_time_t close_deadline;       /* when the closing handshake is given
+                                        up, 0 while none has begun */
+    apr_time_t last_activity;        /* bytes last read from the peer */
     apr_uint64_t msgs_in;
     apr_uint64_t msgs_out;
 };
@@ -173,8 +176,13 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason);
 /* Takes every queued frame, oldest first; the caller frees each. */
 ws_out_frame *ws_conn_take_output(ws_conn *wc);
 
-/* Whether the engine should stop driving the connection now. */
-int ws_conn_done(ws_conn *wc, apr_time_t now);
+/* Whether the engine should stop driving the connection now.
+ * engine_output: the engine still holds bytes it could not write. */
+int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output);
+
+/* Timers of the connection (idle timeout); engines call it every second
+ * or so. */
+void ws_conn_tick(ws_conn *wc, apr_time_t now);
 
 /* The peer vanished or I/O failed: no closing handshake is possible. */
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);

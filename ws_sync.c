@@ -130,7 +130,8 @@ static int sync_run(ws_conn *wc)
             break;
         }
         now = apr_time_now();
-        if (ws_conn_done(wc, now)) {
+        ws_conn_tick(wc, now);
+        if (ws_conn_done(wc, now, 0)) {
             break;
         }
         if (!loop->going_away && server_stopping()) {

@@ -1,0 +1,709 @@
+/*
+ * ws_async.c - the asynchronous engine, for the event MPM: an upgraded
+ * connection leaves its worker thread and is driven by a few event-loop
+ * threads that the module starts in each child.
+ *
+ * How a connection gets here (../shared/design/apache-async.md has the
+ * httpd source references):
+ *   1. the handler sends the 101 and returns SUSPENDED; the MPM marks the
+ *      connection suspended and forgets it: no timeout, no poll;
+ *   2. the MPM runs the suspend_connection hook on the worker thread; we
+ *      put the connection in a loop's inbox there (not in the handler,
+ *      where the MPM could still decide to close it);
+ *   3. the loop polls the socket itself and does all I/O through the
+ *      connection's filters, non-blocking, so mod_ssl keeps working;
+ *   4. at the end the loop logs the request (access log with the real
+ *      duration), closes as Apache would (lingering close), and destroys
+ *      the connection's pool, which is what tells the MPM it is gone.
+ *
+ * Ownership: after the hand-over only the loop thread touches the
+ * connection, its pools and its bucket allocator.  Other threads (plugin
+ * senders) touch the ws_conn queue under its lock, then put the
+ * connection on the loop's dirty list and wake the loop.
+ */
+#include <stddef.h>
+
+#include "httpd.h"
+#include "http_config.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "http_log.h"
+#include "http_main.h"
+#include "http_request.h"
+#include "util_filter.h"
+#include "ap_mpm.h"
+#include "mpm_common.h"
+#include "apr_atomic.h"
+#include "apr_poll.h"
+#include "apr_thread_proc.h"
+
+#include "ws_conn.h"
+#include "ws_async.h"
+
+APLOG_USE_MODULE(websocket);
+extern module AP_MODULE_DECLARE_DATA websocket_module;
+
+#define LOOP_READ_SIZE    (64 * 1024)
+/* Never hand the core output filter more than this at once: above its
+ * FlushMaxThreshold (64K by default) it would block until written. */
+#define LOOP_WRITE_CHUNK  (32 * 1024)
+/* Timers (close deadlines, idle timeouts, lingering) are looked at this
+ * often at least. */
+#define LOOP_TICK         apr_time_from_msec(250)
+/* Apache's lingering close: read what the client still sends for at most
+ * this long after our FIN, so that our last bytes are not lost to a RST. */
+#define LINGER_TIME       apr_time_from_sec(2)
+/* The worker that handed a connection over still writes two fields of it
+ * after the hook returns; its pool is never destroyed sooner than this
+ * after the hand-over. */
+#define HANDOVER_GRACE    apr_time_from_msec(200)
+/* On a hard stop, how long the 1001 Close may take to go out. */
+#define HARD_STOP_GRACE   apr_time_from_sec(1)
+
+typedef enum { AC_WAITING, AC_OPEN, AC_LINGER, AC_DEAD } ac_phase;
+
+typedef struct ws_loop ws_loop;
+
+typedef struct async_conn {
+    ws_conn *wc;
+    conn_rec *c;
+    ws_loop *loop;
+    ac_phase phase;
+    apr_pollfd_t pfd;
+    apr_int16_t polled;              /* events registered, 0 if none */
+    apr_bucket_brigade *in;
+    apr_bucket_brigade *held;        /* taken from the queue, not yet passed */
+    apr_bucket_brigade *out;
+    apr_time_t handed_over;
+    apr_time_t linger_until;
+    int on_dirty;                    /* under loop->lock */
+    struct async_conn *next_inbox;   /* under loop->lock */
+    struct async_conn *next_dirty;   /* under loop->lock */
+    struct async_conn *prev, *next;  /* loop->conns, loop thread only */
+} async_conn;
+
+struct ws_loop {
+    int index;
+    apr_thread_t *thread;
+    apr_pollset_t *pollset;
+    apr_thread_mutex_t *lock;
+    async_conn *inbox;               /* under lock */
+    async_conn *dirty;               /* under lock */
+    async_conn *conns;               /* loop thread only */
+    async_conn *graveyard;           /* loop thread only, via next */
+    apr_uint32_t nconns;
+    volatile apr_uint32_t stop;      /* 0, STOP_GRACEFUL, STOP_NOW */
+    int stop_announced;
+    apr_time_t hard_stop_at;
+    apr_time_t next_tick;
+    uint8_t *scratch;
+};
+
+#define STOP_GRACEFUL 1
+#define STOP_NOW      2
+
+static ws_loop *loops;
+static int loop_count;
+static apr_uint32_t next_loop;
+static __thread ws_loop *current_loop;
+
+/* ---- polling ---- */
+
+static apr_status_t set_poll_events(async_conn *ac, apr_int16_t want)
+{
+    ws_loop *loop = ac->loop;
+    apr_status_t rv = APR_SUCCESS;
+
+    if (want == ac->polled) {
+        return APR_SUCCESS;
+    }
+    if (ac->polled) {
+        apr_pollset_remove(loop->pollset, &ac->pfd);
+    }
+    ac->polled = 0;
+    if (want) {
+        ac->pfd.reqevents = want;
+        rv = apr_pollset_add(loop->pollset, &ac->pfd);
+        if (rv == APR_SUCCESS) {
+            ac->polled = want;
+        }
+    }
+    return rv;
+}
+
+/* ---- writing ---- */
+
+/* The polyfill of ap_filter_output_pending (2.4 has none): calling the
+ * core output filter with no brigade makes it write what it set aside,
+ * without blocking. */
+static apr_status_t push_set_aside(conn_rec *c)
+{
+    ap_filter_t *f = c->output_filters;
+
+    while (f->next) {
+        f = f->next;
+    }
+    return f->frec->filter_func.out_func(f, NULL);
+}
+
+static void take_queued_frames(async_conn *ac)
+{
+    ws_out_frame *f = ws_conn_take_output(ac->wc);
+
+    while (f) {
+        ws_out_frame *next = f->next;
+
+        APR_BRIGADE_INSERT_TAIL(ac->held, ws_out_frame_bucket(f, ac->c->bucket_alloc));
+        ac->wc->msgs_out++;
+        f = next;
+    }
+}
+
+/* Moves at most LOOP_WRITE_CHUNK bytes from held to out. */
+static apr_status_t next_write_chunk(async_conn *ac)
+{
+    apr_bucket *cut;
+    apr_status_t rv = apr_brigade_partition(ac->held, LOOP_WRITE_CHUNK, &cut);
+
+    if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
+        return rv;
+    }
+    while (APR_BRIGADE_FIRST(ac->held) != cut
+           && !APR_BRIGADE_EMPTY(ac->held)) {
+        apr_bucket *b = APR_BRIGADE_FIRST(ac->held);
+
+        APR_BUCKET_REMOVE(b);
+        APR_BRIGADE_INSERT_TAIL(ac->out, b);
+    }
+    return APR_SUCCESS;
+}
+
+/* Writes what the socket takes now.  Output that remains is either set
+ * aside in the core filter or held here; the queue behind it is what
+ * WebSocketSendQueueLimit bounds. */
+static apr_status_t write_some(async_conn *ac)
+{
+    conn_rec *c = ac->c;
+    apr_status_t rv;
+
+    for (;;) {
+        if (c->data_in_output_filters) {
+            if ((rv = push_set_aside(c)) != APR_SUCCESS) {
+                return rv;
+            }
+            if (c->data_in_output_filters) {
+                return APR_SUCCESS;      /* socket full: wait for POLLOUT */
+            }
+        }
+        if (APR_BRIGADE_EMPTY(ac->held)) {
+            take_queued_frames(ac);
+            if (APR_BRIGADE_EMPTY(ac->held)) {
+                return APR_SUCCESS;
+            }
+        }
+        if ((rv = next_write_chunk(ac)) != APR_SUCCESS) {
+            return rv;
+        }
+        rv = ap_pass_brigade(c->output_filters, ac->out);
+        apr_brigade_cleanup(ac->out);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+}
+
+static int output_pending(async_conn *ac)
+{
+    return ac->c->data_in_output_filters || !APR_BRIGADE_EMPTY(ac->held);
+}
+
+/* ---- ending a connection ---- */
+
+static void unlink_conn(async_conn *ac)
+{
+    ws_loop *loop = ac->loop;
+
+    if (ac->prev) {
+        ac->prev->next = ac->next;
+    }
+    else if (loop->conns == ac) {
+        loop->conns = ac->next;
+    }
+    if (ac->next) {
+        ac->next->prev = ac->prev;
+    }
+    ac->prev = ac->next = NULL;
+}
+
+static void bury(async_conn *ac)
+{
+    ws_loop *loop = ac->loop;
+
+    set_poll_events(ac, 0);
+    ac->phase = AC_DEAD;
+    ac->next = loop->graveyard;
+    loop->graveyard = ac;
+}
+
+/* Frees the connection for good: its pool holds the socket, and its
+ * cleanup is what the MPM counts connections with. */
+static void destroy_dead(ws_loop *loop, apr_time_t now)
+{
+    async_conn **link = &loop->graveyard;
+
+    while (*link) {
+        async_conn *ac = *link;
+
+        if (now - ac->handed_over < HANDOVER_GRACE) {
+            link = &ac->next;
+            continue;
+        }
+        *link = ac->next;
+        apr_atomic_dec32(&loop->nconns);
+        apr_pool_destroy(ac->c->pool);
+    }
+}
+
+static void take_off_dirty_list(async_conn *ac)
+{
+    ws_loop *loop = ac->loop;
+    async_conn **link;
+
+    apr_thread_mutex_lock(loop->lock);
+    for (link = &loop->dirty; ac->on_dirty && *link; link = &(*link)->next_dirty) {
+        if (*link == ac) {
+            *link = ac->next_dirty;
+            ac->on_dirty = 0;
+            break;
+        }
+    }
+    apr_thread_mutex_unlock(loop->lock);
+}
+
+/*
+ * The WebSocket is over: tell the plugin, log the request, and start the
+ * TCP close the way Apache does it.
+ */
+static void finish(async_conn *ac, apr_time_t now)
+{
+    ws_conn *wc = ac->wc;
+    conn_rec *c = ac->c;
+
+    ws_conn_finish(wc);              /* no more wake-ups after this */
+    take_off_dirty_list(ac);
+    unlink_conn(ac);
+    if (output_pending(ac)) {
+        /* A peer that stopped reading: flushing would block this loop. */
+        c->aborted = 1;
+    }
+    apr_brigade_cleanup(ac->held);
+    apr_brigade_cleanup(ac->in);
+    ac->wc = NULL;
+
+    /* Writes the access log line (EOR bucket) and frees r->pool. */
+    ap_process_request_after_handler(wc->r);
+    /* That set a state for the MPM's next step; the connection is still
+     * ours, and the MPM counts it as suspended until its pool goes. */
+    c->cs->state = CONN_STATE_SUSPENDED;
+
+    if (ap_start_lingering_close(c)) {
+        bury(ac);
+        return;
+    }
+    ac->phase = AC_LINGER;
+    ac->linger_until = now + LINGER_TIME;
+    if (set_poll_events(ac, APR_POLLIN) != APR_SUCCESS) {
+        bury(ac);
+        return;
+    }
+    ac->next = ac->loop->conns;      /* timers still look at it */
+    if (ac->next) {
+        ac->next->prev = ac;
+    }
+    ac->loop->conns = ac;
+}
+
+/* Reads and drops what the client sends after our FIN. */
+static void linger(async_conn *ac, apr_time_t now)
+{
+    apr_socket_t *sock = ap_get_conn_socket(ac->c);
+
+    for (;;) {
+        apr_size_t len = LOOP_READ_SIZE;
+        apr_status_t rv = apr_socket_recv(sock, (char *)ac->loop->scratch, &len);
+
+        if (APR_STATUS_IS_EAGAIN(rv) && now < ac->linger_until) {
+            return;
+        }
+        if (rv != APR_SUCCESS || len == 0 || now >= ac->linger_until) {
+            unlink_conn(ac);
+            bury(ac);
+            return;
+        }
+    }
+}
+
+/* ---- driving a connection ---- */
+
+static void progress(async_conn *ac, apr_time_t now)
+{
+    ws_conn *wc = ac->wc;
+    apr_status_t rv = write_some(ac);
+    apr_int16_t want;
+
+    if (rv != APR_SUCCESS) {
+        ws_conn_abort(wc, rv, "write failed");
+        finish(ac, now);
+        return;
+    }
+    if (ws_conn_done(wc, now, output_pending(ac))) {
+        finish(ac, now);
+        return;
+    }
+    want = (wc->peer_closed ? 0 : APR_POLLIN)
+           | (output_pending(ac) ? APR_POLLOUT : 0);
+    if (!want && !wc->close_deadline) {
+        want = APR_POLLIN;           /* a socket we watch for nothing leaks */
+    }
+    if (set_poll_events(ac, want) != APR_SUCCESS) {
+        ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
+        finish(ac, now);
+    }
+}
+
+static void service(async_conn *ac, apr_int16_t events, apr_time_t now)
+{
+    ws_loop *loop = ac->loop;
+    apr_status_t rv;
+
+    if (ac->phase == AC_LINGER) {
+        linger(ac, now);
+        return;
+    }
+    if (ac->phase != AC_OPEN) {
+        return;
+    }
+    if (events & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+        rv = ws_conn_read_available(ac->wc, ac->in, loop->scratch,
+                                    LOOP_READ_SIZE);
+        if (rv != APR_SUCCESS) {
+            ws_conn_abort(ac->wc, rv, rv == APR_EOF ? "peer closed the TCP "
+                          "connection" : "read failed");
+        }
+    }
+    progress(ac, now);
+}
+
+static void announce_stop(ws_loop *loop)
+{
+    async_conn *ac;
+
+    for (ac = loop->conns; ac; ac = ac->next) {
+        if (ac->phase == AC_OPEN) {
+            ws_conn_close(ac->wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+        }
+    }
+}
+
+static void adopt(ws_loop *loop, async_conn *ac, apr_time_t now)
+{
+    ac->phase = AC_OPEN;
+    ac->next = loop->conns;
+    if (ac->next) {
+        ac->next->prev = ac;
+    }
+    loop->conns = ac;
+    if (loop->stop_announced) {
+        ws_conn_close(ac->wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    /* Bytes that came with the handshake wait in the input filters, where
+     * polling the socket would never see them: read before polling. */
+    service(ac, APR_POLLIN, now);
+}
+
+static void adopt_inbox(ws_loop *loop, apr_time_t now)
+{
+    async_conn *ac;
+
+    apr_thread_mutex_lock(loop->lock);
+    ac = loop->inbox;
+    loop->inbox = NULL;
+    apr_thread_mutex_unlock(loop->lock);
+    while (ac) {
+        async_conn *next = ac->next_inbox;
+
+        adopt(loop, ac, now);
+        ac = next;
+    }
+}
+
+static void write_dirty(ws_loop *loop, apr_time_t now)
+{
+    async_conn *ac;
+
+    apr_thread_mutex_lock(loop->lock);
+    ac = loop->dirty;
+    loop->dirty = NULL;
+    for (async_conn *d = ac; d; d = d->next_dirty) {
+        d->on_dirty = 0;
+    }
+    apr_thread_mutex_unlock(loop->lock);
+    while (ac) {
+        async_conn *next = ac->next_dirty;
+
+        if (ac->phase == AC_OPEN) {
+            progress(ac, now);
+        }
+        ac = next;
+    }
+}
+
+/* Deadlines: the closing handshake, lingering, idle sockets, stops. */
+static void run_timers(ws_loop *loop, apr_time_t now)
+{
+    async_conn *ac, *next;
+
+    if (loop->stop && !loop->stop_announced) {
+        loop->stop_announced = 1;
+        loop->hard_stop_at = now + HARD_STOP_GRACE;
+        announce_stop(loop);
+    }
+    if (now < loop->next_tick && !loop->stop) {
+        return;
+    }
+    loop->next_tick = now + LOOP_TICK;
+    for (ac = loop->conns; ac; ac = next) {
+        next = ac->next;
+        if (ac->phase == AC_LINGER) {
+            linger(ac, now);
+        }
+        else if (loop->stop == STOP_NOW && now >= loop->hard_stop_at) {
+            ws_conn_abort(ac->wc, APR_SUCCESS, "server stopped");
+            ac->c->aborted = 1;
+            finish(ac, now);
+        }
+        else if (ac->phase == AC_OPEN) {
+            ws_conn_tick(ac->wc, now);
+            progress(ac, now);
+        }
+    }
+}
+
+static int loop_finished(ws_loop *loop)
+{
+    int empty;
+
+    if (!loop->stop || loop->conns || loop->graveyard) {
+        return 0;
+    }
+    apr_thread_mutex_lock(loop->lock);
+    empty = !loop->inbox;
+    apr_thread_mutex_unlock(loop->lock);
+    return empty;
+}
+
+static void *APR_THREAD_FUNC loop_main(apr_thread_t *thread, void *data)
+{
+    ws_loop *loop = data;
+
+    current_loop = loop;
+    while (!loop_finished(loop)) {
+        apr_int32_t n = 0;
+        const apr_pollfd_t *ready;
+        apr_status_t rv;
+        apr_time_t now;
+        apr_int32_t i;
+
+        rv = apr_pollset_poll(loop->pollset, LOOP_TICK, &n, &ready);
+        now = apr_time_now();
+        if (rv != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(rv)
+            && !APR_STATUS_IS_EINTR(rv)) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, ap_server_conf,
+                         "WebSocket event loop %d: poll failed", loop->index);
+            n = 0;
+        }
+        for (i = 0; rv == APR_SUCCESS && i < n; i++) {
+            service(ready[i].client_data, ready[i].rtnevents, now);
+        }
+        adopt_inbox(loop, now);
+        write_dirty(loop, now);
+        run_timers(loop, now);
+        destroy_dead(loop, now);
+    }
+    apr_thread_exit(thread, APR_SUCCESS);
+    return NULL;
+}
+
+/* ---- the engine interface ---- */
+
+static apr_status_t async_attach(ws_conn *wc)
+{
+    conn_rec *c = wc->c;
+    async_conn *ac = apr_pcalloc(c->pool, sizeof(*ac));
+    apr_interval_time_t unused;
+    apr_status_t rv;
+
+    ac->wc = wc;
+    ac->c = c;
+    ac->phase = AC_WAITING;
+    ac->loop = &loops[apr_atomic_inc32(&next_loop) % (apr_uint32_t)loop_count];
+    ac->in = apr_brigade_create(c->pool, c->bucket_alloc);
+    ac->held = apr_brigade_create(c->pool, c->bucket_alloc);
+    ac->out = apr_brigade_create(c->pool, c->bucket_alloc);
+    ac->pfd.p = c->pool;
+    rv = ap_get_pollfd_from_conn(c, &ac->pfd, &unused);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    ac->pfd.client_data = ac;
+    wc->engine_data = ac;
+    return APR_SUCCESS;
+}
+
+/* The handler is done with the connection: the MPM hands it to us in
+ * ws_async_suspended(). */
+static int async_run(ws_conn *wc)
+{
+    ap_set_module_config(wc->c->conn_config, &websocket_module, wc);
+    return SUSPENDED;
+}
+
+/* With wc->lock held (ws_conn.c), from any thread. */
+static void async_wake(ws_conn *wc)
+{
+    async_conn *ac = wc->engine_data;
+    ws_loop *loop = ac->loop;
+    int was_dirty;
+
+    apr_thread_mutex_lock(loop->lock);
+    was_dirty = ac->on_dirty;
+    if (!was_dirty) {
+        ac->on_dirty = 1;
+        ac->next_dirty = loop->dirty;
+        loop->dirty = ac;
+    }
+    apr_thread_mutex_unlock(loop->lock);
+    /* The loop looks at its dirty list at the end of every iteration, so
+     * it needs no wake-up from itself, nor a second one. */
+    if (!was_dirty && current_loop != loop) {
+        apr_pollset_wakeup(loop->pollset);
+    }
+}
+
+const ws_engine ws_engine_async = {
+    "async",
+    async_attach,
+    async_run,
+    async_wake
+};
+
+/* suspend_connection hook, on the worker thread that ran the handler. */
+void ws_async_suspended(conn_rec *c, request_rec *r)
+{
+    ws_conn *wc = ap_get_module_config(c->conn_config, &websocket_module);
+    async_conn *ac;
+    ws_loop *loop;
+
+    (void)r;
+    if (!wc || wc->engine != &ws_engine_async) {
+        return;
+    }
+    ap_set_module_config(c->conn_config, &websocket_module, NULL);
+    ac = wc->engine_data;
+    loop = ac->loop;
+    ac->handed_over = apr_time_now();
+    apr_atomic_inc32(&loop->nconns);
+    apr_thread_mutex_lock(loop->lock);
+    ac->next_inbox = loop->inbox;
+    loop->inbox = ac;
+    apr_thread_mutex_unlock(loop->lock);
+    apr_pollset_wakeup(loop->pollset);
+}
+
+int ws_async_available(void)
+{
+    return loop_count > 0;
+}
+
+/* ---- starting and stopping the loops ---- */
+
+static void ask_loops_to_stop(int how)
+{
+    int i;
+
+    for (i = 0; i < loop_count; i++) {
+        if (loops[i].stop < (apr_uint32_t)how) {
+            loops[i].stop = (apr_uint32_t)how;
+        }
+        apr_pollset_wakeup(loops[i].pollset);
+    }
+}
+
+void ws_async_child_stopping(apr_pool_t *pchild, int graceful)
+{
+    (void)pchild;
+    ask_loops_to_stop(graceful ? STOP_GRACEFUL : STOP_NOW);
+}
+
+/* Runs before pchild's subpools and the MPM's own teardown. */
+static apr_status_t join_loops(void *unused)
+{
+    int i;
+
+    (void)unused;
+    ask_loops_to_stop(STOP_NOW);
+    for (i = 0; i < loop_count; i++) {
+        apr_status_t ignored;
+
+        if (loops[i].thread) {
+            apr_thread_join(&ignored, loops[i].thread);
+        }
+    }
+    loop_count = 0;
+    return APR_SUCCESS;
+}
+
+static apr_status_t start_loop(apr_pool_t *pchild, ws_loop *loop, int index,
+                               int max_events)
+{
+    apr_status_t rv;
+
+    loop->index = index;
+    loop->scratch = apr_palloc(pchild, LOOP_READ_SIZE + 1);
+    rv = apr_thread_mutex_create(&loop->lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+    if (rv == APR_SUCCESS) {
+        /* The size is how many events one poll returns, not a limit on
+         * the descriptors a pollset holds (epoll). */
+        rv = apr_pollset_create(&loop->pollset, (apr_uint32_t)max_events,
+                                pchild, APR_POLLSET_WAKEABLE | APR_POLLSET_NOCOPY);
+    }
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_create(&loop->thread, NULL, loop_main, loop, pchild);
+    }
+    return rv;
+}
+
+void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads)
+{
+    int is_async = 0, i;
+
+    if (ap_mpm_query(AP_MPMQ_IS_ASYNC, &is_async) != APR_SUCCESS || !is_async
+        || threads <= 0) {
+        return;
+    }
+    loops = apr_pcalloc(pchild, sizeof(*loops) * (apr_size_t)threads);
+    for (i = 0; i < threads; i++) {
+        apr_status_t rv = start_loop(pchild, &loops[i], i, 512);
+
+        if (rv != APR_SUCCESS) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot start WebSocket "
+                         "event loop %d; WebSockets use the synchronous engine",
+                         i);
+            break;
+        }
+        loop_count = i + 1;
+    }
+    apr_pool_pre_cleanup_register(pchild, NULL, join_loops);
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "%d WebSocket event loop "
+                 "thread(s) started", loop_count);
+}
