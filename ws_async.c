@@ -312,6 +312,8 @@ static void finish(async_conn *ac, apr_time_t now)
     }
     ac->phase = AC_LINGER;
     ac->linger_until = now + LINGER_TIME;
+    /* The socket keeps the Timeout of the request: reads must not wait. */
+    apr_socket_timeout_set(ap_get_conn_socket(c), 0);
     if (set_poll_events(ac, APR_POLLIN) != APR_SUCCESS) {
         bury(ac);
         return;
