@@ -287,6 +287,7 @@ static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
     f->next = NULL;
     f->len = hlen + len;
     f->is_close = (opcode == WS_OP_CLOSE);
+    f->is_control = (opcode >= WS_OP_CLOSE);
     memcpy(f->bytes, header, hlen);
     if (len) {
         memcpy(f->bytes + hlen, payload, len);
@@ -303,13 +304,12 @@ static void free_frames(ws_out_frame *f)
     }
 }
 
-/* With wc->lock held.  The first message always fits, so a single message
- * larger than the limit can still be sent to a reader that keeps up. */
-static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
+/* Control frames queued at most, whatever the data: room for hundreds of
+ * pongs, and a bound on what a client that pings and never reads costs. */
+#define WS_CONTROL_QUEUE_MAX  (64 * 1024)
+
+static void append_locked(ws_conn *wc, ws_out_frame *f)
 {
-    if (wc->out_head && wc->out_bytes + f->len > wc->out_limit) {
-        return 0;
-    }
     if (wc->out_tail) {
         wc->out_tail->next = f;
     }
@@ -318,6 +318,24 @@ static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
     }
     wc->out_tail = f;
     wc->out_bytes += f->len;
+    if (f->is_control) {
+        wc->out_control_bytes += f->len;
+    }
+}
+
+/* With wc->lock held.  Data counts against WebSocketSendQueueLimit, and
+ * the first data message always fits, so that one message as large as
+ * the limit still goes to a reader that keeps up; control frames have a
+ * small budget of their own, so a pong never makes the data not fit. */
+static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
+{
+    apr_size_t data_bytes = wc->out_bytes - wc->out_control_bytes;
+
+    if (f->is_control ? wc->out_control_bytes + f->len > WS_CONTROL_QUEUE_MAX
+                      : data_bytes && data_bytes + f->len > wc->out_limit) {
+        return 0;
+    }
+    append_locked(wc, f);
     return 1;
 }
 
@@ -445,14 +463,7 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
     else {
         /* A Close must go out even when the queue is full: bypass the
          * limit rather than lose the closing handshake. */
-        if (wc->out_tail) {
-            wc->out_tail->next = f;
-        }
-        else {
-            wc->out_head = f;
-        }
-        wc->out_tail = f;
-        wc->out_bytes += f->len;
+        append_locked(wc, f);
         wc->close_queued = 1;
         wc->engine->wake(wc);
     }
@@ -466,7 +477,7 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
     apr_thread_mutex_lock(wc->lock);
     head = wc->out_head;
     wc->out_head = wc->out_tail = NULL;
-    wc->out_bytes = 0;
+    wc->out_bytes = wc->out_control_bytes = 0;
     apr_thread_mutex_unlock(wc->lock);
     return head;
 }
@@ -718,7 +729,7 @@ void ws_conn_finish(ws_conn *wc)
     wc->close_queued = 1;
     unsent = wc->out_head;
     wc->out_head = wc->out_tail = NULL;
-    wc->out_bytes = 0;
+    wc->out_bytes = wc->out_control_bytes = 0;
     apr_thread_mutex_unlock(wc->lock);
     free_frames(unsent);
 

@@ -97,6 +97,7 @@ typedef struct ws_out_frame {
     struct ws_out_frame *next;
     size_t len;
     int is_close;
+    int is_control;
     uint8_t bytes[1];          /* frame header and payload, len bytes */
 } ws_out_frame;
 
@@ -126,6 +127,7 @@ struct _WebSocketState {
     apr_thread_mutex_t *lock;
     ws_out_frame *out_head, *out_tail;
     apr_size_t out_bytes;            /* queued, not yet handed to engine */
+    apr_size_t out_control_bytes;    /* of which control frames */
     apr_size_t out_limit;
     int close_queued;                /* no more sends accepted */
     int send_overflow;               /* a sender hit out_limit */
