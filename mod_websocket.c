@@ -40,6 +40,8 @@ module AP_MODULE_DECLARE_DATA websocket_module;
 
 /* WebSocketEventThreads: event-loop threads per child (event MPM). */
 static int event_threads = 2;
+/* WebSocketDispatchThreads: most threads per child running slow plugins. */
+static int dispatch_threads = 16;
 
 /* ---- configuration ---- */
 
@@ -52,6 +54,7 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->send_queue_limit = -1;
     conf->close_timeout = -1;
     conf->idle_timeout = -1;
+    conf->slow_plugin = -1;
     conf->origin_check = WS_ORIGIN_UNSET;
     conf->allow_reserved_codes = -1;
     conf->compression = -1;
@@ -78,6 +81,8 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
                           ? add->close_timeout : base->close_timeout;
     conf->idle_timeout = add->idle_timeout >= 0
                          ? add->idle_timeout : base->idle_timeout;
+    conf->slow_plugin = add->slow_plugin >= 0
+                        ? add->slow_plugin : base->slow_plugin;
     conf->origin_check = add->origin_check != WS_ORIGIN_UNSET
                          ? add->origin_check : base->origin_check;
     conf->allow_reserved_codes = add->allow_reserved_codes >= 0
@@ -218,20 +223,28 @@ static const char *set_send_queue_limit(cmd_parms *cmd, void *dconf,
                       &conf->send_queue_limit);
 }
 
-/* Durations as for Timeout: seconds, or with ms, s, mi or h. */
+/* Durations as for Timeout: seconds, or a number with ms, s, mi or h.
+ * (ap_timeout_parameter_parse alone would read "soon" as 0 seconds.) */
 static const char *parse_duration(cmd_parms *cmd, const char *arg,
                                   apr_interval_time_t *out)
 {
+    static const char *const units[] = { "", "ms", "s", "mi", "h" };
+    const char *unit = arg;
     apr_interval_time_t value;
+    size_t i;
 
-    if (ap_timeout_parameter_parse(arg, &value, "s") != APR_SUCCESS
-        || value < 0) {
-        return apr_psprintf(cmd->pool, "%s: '%s' is not a duration (seconds, "
-                            "or a number with ms, s, mi or h)",
-                            cmd->cmd->name, arg);
+    while (apr_isdigit(*unit)) {
+        unit++;
     }
-    *out = value;
-    return NULL;
+    for (i = 0; unit > arg && i < sizeof(units) / sizeof(units[0]); i++) {
+        if (!strcasecmp(unit, units[i])
+            && ap_timeout_parameter_parse(arg, &value, "s") == APR_SUCCESS) {
+            *out = value;
+            return NULL;
+        }
+    }
+    return apr_psprintf(cmd->pool, "%s: '%s' is not a duration (seconds, or "
+                        "a number with ms, s, mi or h)", cmd->cmd->name, arg);
 }
 
 static const char *set_close_timeout(cmd_parms *cmd, void *dconf,
@@ -250,6 +263,41 @@ static const char *set_idle_timeout(cmd_parms *cmd, void *dconf,
         return NULL;
     }
     return parse_duration(cmd, arg, &conf->idle_timeout);
+}
+
+static const char *set_slow_plugin(cmd_parms *cmd, void *dconf,
+                                   const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!strcasecmp(arg, "Off")) {
+        conf->slow_plugin = 0;
+        return NULL;
+    }
+    if (!strcasecmp(arg, "Always")) {
+        conf->slow_plugin = WS_SLOW_PLUGIN_ALWAYS;
+        return NULL;
+    }
+    return parse_duration(cmd, arg, &conf->slow_plugin);
+}
+
+static const char *set_dispatch_threads(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char *end;
+    long n;
+
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    n = strtol(arg, &end, 10);
+    if (end == arg || *end || n < 1 || n > 1024) {
+        return "WebSocketDispatchThreads must be a number from 1 to 1024";
+    }
+    dispatch_threads = (int)n;
+    return NULL;
 }
 
 static const char *set_event_threads(cmd_parms *cmd, void *dconf,
@@ -396,6 +444,13 @@ static const command_rec ws_directives[] = {
                   "nothing for this long with 1001 (default Off)"),
     AP_INIT_TAKE1("WebSocketEventThreads", set_event_threads, NULL, RSRC_CONF,
                   "event-loop threads per child on the event MPM (default 2)"),
+    AP_INIT_TAKE1("WebSocketSlowPlugin", set_slow_plugin, NULL,
+                  RSRC_CONF | ACCESS_CONF, "an on_message call longer than "
+                  "this moves the plugin's messages off the event loops "
+                  "(default 20ms; Always; Off)"),
+    AP_INIT_TAKE1("WebSocketDispatchThreads", set_dispatch_threads, NULL,
+                  RSRC_CONF, "most threads per child that run slow plugins' "
+                  "messages (default 16, started on demand)"),
     AP_INIT_TAKE1("WebSocketOriginCheck", set_origin_check, NULL,
                   RSRC_CONF | ACCESS_CONF, "Same (default), Trusted or Off"),
     AP_INIT_ITERATE("WebSocketTrustedOrigin", add_trusted_origin, NULL,
@@ -787,7 +842,7 @@ static int ws_handler(request_rec *r)
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
-    ws_async_child_init(pchild, s, event_threads);
+    ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
 
 static void register_hooks(apr_pool_t *p)

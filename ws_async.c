@@ -22,6 +22,8 @@
  * connection on the loop's dirty list and wake the loop.
  */
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "httpd.h"
 #include "http_config.h"
@@ -35,6 +37,7 @@
 #include "mpm_common.h"
 #include "apr_atomic.h"
 #include "apr_poll.h"
+#include "apr_thread_pool.h"
 #include "apr_thread_proc.h"
 
 #include "ws_conn.h"
@@ -64,6 +67,14 @@ typedef enum { AC_WAITING, AC_OPEN, AC_LINGER, AC_DEAD } ac_phase;
 
 typedef struct ws_loop ws_loop;
 
+/* A message for a slow plugin, copied off the event loop. */
+typedef struct dispatch_job {
+    struct dispatch_job *next;
+    int type;
+    size_t len;
+    uint8_t data[1];                 /* len bytes and a NUL */
+} dispatch_job;
+
 typedef struct async_conn {
     ws_conn *wc;
     conn_rec *c;
@@ -80,6 +91,10 @@ typedef struct async_conn {
     struct async_conn *next_inbox;   /* under loop->lock */
     struct async_conn *next_dirty;   /* under loop->lock */
     struct async_conn *prev, *next;  /* loop->conns, loop thread only */
+    dispatch_job *jobs, *jobs_tail;  /* under dispatch_lock */
+    apr_size_t jobs_bytes;           /* under dispatch_lock */
+    int jobs_running;                /* under dispatch_lock: a dispatch
+                                        thread works through jobs */
 } async_conn;
 
 struct ws_loop {
@@ -104,6 +119,8 @@ struct ws_loop {
 
 static ws_loop *loops;
 static int loop_count;
+static apr_thread_pool_t *dispatch_pool;
+static apr_thread_mutex_t *dispatch_lock;
 static apr_uint32_t next_loop;
 static __thread ws_loop *current_loop;
 
@@ -215,6 +232,110 @@ static apr_status_t write_some(async_conn *ac)
 static int output_pending(async_conn *ac)
 {
     return ac->c->data_in_output_filters || !APR_BRIGADE_EMPTY(ac->held);
+}
+
+/* ---- slow plugins: messages run on dispatch threads ---- */
+
+/* Whether a dispatch thread has work of this connection (then neither
+ * its input is parsed nor may it end). */
+static int dispatch_busy(async_conn *ac)
+{
+    int busy;
+
+    if (!dispatch_lock) {
+        return 0;
+    }
+    apr_thread_mutex_lock(dispatch_lock);
+    busy = ac->jobs != NULL || ac->jobs_running;
+    apr_thread_mutex_unlock(dispatch_lock);
+    return busy;
+}
+
+static void push_dirty_locked(ws_loop *loop, async_conn *ac)
+{
+    if (!ac->on_dirty) {
+        ac->on_dirty = 1;
+        ac->next_dirty = loop->dirty;
+        loop->dirty = ac;
+    }
+}
+
+/* On a dispatch thread: the connection's messages, in order.  The loop
+ * neither finishes the connection nor runs on_disconnect while
+ * jobs_running is set, so the plugin never sees the two overlap. */
+static void *APR_THREAD_FUNC run_jobs(apr_thread_t *thread, void *data)
+{
+    async_conn *ac = data;
+    ws_loop *loop = ac->loop;
+
+    (void)thread;
+    for (;;) {
+        dispatch_job *job;
+
+        apr_thread_mutex_lock(dispatch_lock);
+        job = ac->jobs;
+        if (!job) {
+            /* Done: hand the connection back to its loop before letting
+             * go, so that the loop finds it and may finish it. */
+            ac->jobs_running = 0;
+            apr_thread_mutex_lock(loop->lock);
+            push_dirty_locked(loop, ac);
+            apr_thread_mutex_unlock(loop->lock);
+            apr_thread_mutex_unlock(dispatch_lock);
+            apr_pollset_wakeup(loop->pollset);
+            return NULL;
+        }
+        ac->jobs = job->next;
+        if (!ac->jobs) {
+            ac->jobs_tail = NULL;
+        }
+        ac->jobs_bytes -= job->len;
+        apr_thread_mutex_unlock(dispatch_lock);
+
+        ws_conn_call_plugin(ac->wc, job->type, job->data, job->len);
+        free(job);
+    }
+}
+
+static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
+                          size_t len)
+{
+    async_conn *ac = wc->engine_data;
+    dispatch_job *job;
+    int start;
+
+    if (!dispatch_pool || !(job = malloc(sizeof(*job) + len))) {
+        return 0;
+    }
+    /* Nothing behind this message is parsed before the plugin is done
+     * with it: replies and errors keep the order of the wire. */
+    wc->paused = 1;
+    job->next = NULL;
+    job->type = type;
+    job->len = len;
+    memcpy(job->data, data, len);
+    job->data[len] = '\0';
+
+    apr_thread_mutex_lock(dispatch_lock);
+    if (ac->jobs_tail) {
+        ac->jobs_tail->next = job;
+    }
+    else {
+        ac->jobs = job;
+    }
+    ac->jobs_tail = job;
+    ac->jobs_bytes += len;
+    start = !ac->jobs_running;
+    ac->jobs_running = 1;
+    apr_thread_mutex_unlock(dispatch_lock);
+
+    if (start && apr_thread_pool_push(dispatch_pool, run_jobs, ac,
+                                      APR_THREAD_TASK_PRIORITY_NORMAL,
+                                      NULL) != APR_SUCCESS) {
+        /* No thread to be had: run them here rather than lose them. */
+        run_jobs(NULL, ac);
+    }
+    return 1;
 }
 
 /* ---- ending a connection ---- */
@@ -347,26 +468,60 @@ static void linger(async_conn *ac, apr_time_t now)
 
 /* ---- driving a connection ---- */
 
+static void read_in(async_conn *ac)
+{
+    apr_status_t rv = ws_conn_read_available(ac->wc, ac->in, ac->loop->scratch,
+                                             LOOP_READ_SIZE);
+
+    if (rv != APR_SUCCESS) {
+        ws_conn_abort(ac->wc, rv, rv == APR_EOF ? "peer closed the TCP "
+                      "connection" : "read failed");
+    }
+}
+
+/* The dispatch thread is done with the message that paused the input:
+ * parse what waited behind it, then what the filters hold. */
+static void resume_input(async_conn *ac)
+{
+    ws_conn *wc = ac->wc;
+    apr_status_t rv = ws_conn_resume(wc, ac->loop->scratch, LOOP_READ_SIZE);
+
+    if (rv != APR_SUCCESS) {
+        ws_conn_abort(wc, rv, "out of memory");
+    }
+    else if (!wc->paused) {
+        read_in(ac);
+    }
+}
+
 static void progress(async_conn *ac, apr_time_t now)
 {
     ws_conn *wc = ac->wc;
-    apr_status_t rv = write_some(ac);
+    int busy = dispatch_busy(ac);
+    apr_status_t rv;
     apr_int16_t want;
 
+    if (wc->paused && !busy) {
+        resume_input(ac);
+        busy = dispatch_busy(ac);
+    }
+    rv = write_some(ac);
     if (rv != APR_SUCCESS) {
         ws_conn_abort(wc, rv, "write failed");
+    }
+    /* A plugin still busy with this connection's messages on a dispatch
+     * thread must finish before on_disconnect may run. */
+    if (!busy
+        && (rv != APR_SUCCESS || ws_conn_done(wc, now, output_pending(ac)))) {
         finish(ac, now);
         return;
     }
-    if (ws_conn_done(wc, now, output_pending(ac))) {
-        finish(ac, now);
-        return;
-    }
-    want = (wc->peer_closed ? 0 : APR_POLLIN)
+    /* Nothing to watch (a broken socket, or the peer's Close read while a
+     * dispatch thread is busy) is fine: the end of the dispatch and the
+     * timers bring the connection back here. */
+    want = rv != APR_SUCCESS ? 0
+         : (wc->peer_closed || wc->paused ? 0 : APR_POLLIN)
            | (output_pending(ac) ? APR_POLLOUT : 0);
-    if (!want && !wc->close_deadline) {
-        want = APR_POLLIN;           /* a socket we watch for nothing leaks */
-    }
     if (set_poll_events(ac, want) != APR_SUCCESS) {
         ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
         finish(ac, now);
@@ -375,9 +530,6 @@ static void progress(async_conn *ac, apr_time_t now)
 
 static void service(async_conn *ac, apr_int16_t events, apr_time_t now)
 {
-    ws_loop *loop = ac->loop;
-    apr_status_t rv;
-
     if (ac->phase == AC_LINGER) {
         linger(ac, now);
         return;
@@ -386,12 +538,7 @@ static void service(async_conn *ac, apr_int16_t events, apr_time_t now)
         return;
     }
     if (events & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
-        rv = ws_conn_read_available(ac->wc, ac->in, loop->scratch,
-                                    LOOP_READ_SIZE);
-        if (rv != APR_SUCCESS) {
-            ws_conn_abort(ac->wc, rv, rv == APR_EOF ? "peer closed the TCP "
-                          "connection" : "read failed");
-        }
+        read_in(ac);
     }
     progress(ac, now);
 }
@@ -579,11 +726,7 @@ static void async_wake(ws_conn *wc)
 
     apr_thread_mutex_lock(loop->lock);
     was_dirty = ac->on_dirty;
-    if (!was_dirty) {
-        ac->on_dirty = 1;
-        ac->next_dirty = loop->dirty;
-        loop->dirty = ac;
-    }
+    push_dirty_locked(loop, ac);
     apr_thread_mutex_unlock(loop->lock);
     /* The loop looks at its dirty list at the end of every iteration, so
      * it needs no wake-up from itself, nor a second one. */
@@ -596,7 +739,8 @@ const ws_engine ws_engine_async = {
     "async",
     async_attach,
     async_run,
-    async_wake
+    async_wake,
+    async_dispatch
 };
 
 /* suspend_connection hook, on the worker thread that ran the handler. */
@@ -685,7 +829,25 @@ static apr_status_t start_loop(apr_pool_t *pchild, ws_loop *loop, int index,
     return rv;
 }
 
-void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads)
+/* Threads start on demand: a server whose plugins never block has none. */
+static void start_dispatch_pool(apr_pool_t *pchild, server_rec *s, int max)
+{
+    apr_status_t rv = apr_thread_mutex_create(&dispatch_lock,
+                                              APR_THREAD_MUTEX_DEFAULT, pchild);
+
+    if (rv == APR_SUCCESS) {
+        rv = apr_thread_pool_create(&dispatch_pool, 0, (apr_size_t)max, pchild);
+    }
+    if (rv != APR_SUCCESS) {
+        dispatch_pool = NULL;
+        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot create the "
+                     "WebSocket dispatch threads; slow plugins stay on the "
+                     "event loops");
+    }
+}
+
+void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
+                         int dispatch_threads)
 {
     int is_async = 0, i;
 
@@ -693,6 +855,7 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads)
         || threads <= 0) {
         return;
     }
+    start_dispatch_pool(pchild, s, dispatch_threads);
     loops = apr_pcalloc(pchild, sizeof(*loops) * (apr_size_t)threads);
     for (i = 0; i < threads; i++) {
         apr_status_t rv = start_loop(pchild, &loops[i], i, 512);

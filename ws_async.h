@@ -10,7 +10,8 @@
 extern const ws_engine ws_engine_async;
 
 /* child_init: starts the event loops when the MPM is asynchronous. */
-void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads);
+void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
+                         int dispatch_threads);
 /* Whether this child runs event loops (the async engine is usable). */
 int ws_async_available(void);
 /* The suspend_connection hook: takes over a connection the handler

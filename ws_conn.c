@@ -43,6 +43,11 @@ apr_interval_time_t ws_conf_idle_timeout(const ws_dir_conf *conf)
     return conf->idle_timeout > 0 ? conf->idle_timeout : 0;
 }
 
+apr_interval_time_t ws_conf_slow_plugin(const ws_dir_conf *conf)
+{
+    return conf->slow_plugin >= 0 ? conf->slow_plugin : WS_DEFAULT_SLOW_PLUGIN;
+}
+
 static int conf_flag(int value, int fallback)
 {
     return value >= 0 ? value : fallback;
@@ -194,6 +199,8 @@ static apr_status_t release_conn(void *data)
     wc->deflate = NULL;
     ws_deflate_buf_free(&wc->deflated);
     ws_deflate_buf_free(&wc->inflated);
+    free(wc->unparsed);
+    wc->unparsed = NULL;
     return APR_SUCCESS;
 }
 
@@ -487,14 +494,55 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
 /* apache-websocket plugins may treat a text message as a C string: the
  * byte after the message is always writable (ws_conn_feed's contract),
  * so it is set to NUL for the call and restored after. */
-static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
+void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len)
 {
     uint8_t saved = data[len];
 
     data[len] = '\0';
-    wc->msgs_in++;
     wc->plugin->on_message(wc->plugin_private, &wc->server, type, data, len);
     data[len] = saved;
+}
+
+/* A plugin that blocks in on_message would stall every socket of an event
+ * loop: once one call takes longer than WebSocketSlowPlugin, the engine
+ * runs that plugin's messages on its dispatch threads from then on. */
+static void note_slow_plugin(ws_conn *wc, apr_interval_time_t took,
+                             size_t len)
+{
+    ws_plugin_ref *ref = wc->conf->handler;
+    apr_interval_time_t limit = ws_conf_slow_plugin(wc->conf);
+
+    /* Work in proportion to the message (copying, compressing a reply) is
+     * no sign of blocking: allow 10 ns a byte on top. */
+    if (!limit || ref->slow || took <= limit + (apr_interval_time_t)(len / 100)) {
+        return;
+    }
+    ref->slow = 1;
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+                 "plugin %s (%s) spent %" APR_TIME_T_FMT " ms in on_message; "
+                 "its messages now run on the dispatch threads "
+                 "(WebSocketSlowPlugin)", ref->symbol, ref->path,
+                 apr_time_as_msec(took));
+}
+
+static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
+{
+    apr_time_t start;
+
+    wc->msgs_in++;
+    if (wc->engine->dispatch
+        && (wc->conf->handler->slow
+            || ws_conf_slow_plugin(wc->conf) == WS_SLOW_PLUGIN_ALWAYS)
+        && wc->engine->dispatch(wc, type, data, len)) {
+        return;
+    }
+    if (!wc->engine->dispatch) {
+        ws_conn_call_plugin(wc, type, data, len);
+        return;
+    }
+    start = apr_time_now();
+    ws_conn_call_plugin(wc, type, data, len);
+    note_slow_plugin(wc, apr_time_now() - start, len);
 }
 
 static void fail_connection(ws_conn *wc, uint16_t code, const char *why)
@@ -580,10 +628,12 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
                   NULL);
 }
 
-void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
+size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 {
+    size_t total = len;
+
     wc->last_activity = apr_time_now();
-    while (!wc->peer_closed) {
+    while (!wc->peer_closed && !wc->paused) {
         ws_event ev;
         size_t used = ws_parser_next(wc->parser, buf, len, &ev);
 
@@ -591,7 +641,7 @@ void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
         len -= used;
         switch (ev.type) {
         case WS_EV_NONE:
-            return;
+            return total;
         case WS_EV_MESSAGE:
             deliver_message(wc, &ev);
             break;
@@ -608,6 +658,49 @@ void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
             break;
         }
     }
+    return total - len;
+}
+
+/* Input that arrived behind a message handed to a dispatch thread waits
+ * here, unparsed, so that every frame is still handled in wire order. */
+static apr_status_t keep_unparsed(ws_conn *wc, const uint8_t *rest, size_t len)
+{
+    uint8_t *kept = malloc(len);
+
+    if (!kept) {
+        return APR_ENOMEM;
+    }
+    memcpy(kept, rest, len);
+    wc->unparsed = kept;
+    wc->unparsed_len = len;
+    return APR_SUCCESS;
+}
+
+/* Feeds scratch[0..len) and keeps what a pause left unparsed. */
+static apr_status_t feed_or_keep(ws_conn *wc, uint8_t *scratch, size_t len)
+{
+    size_t used = ws_conn_feed(wc, scratch, len);
+
+    if (used < len && wc->paused && !wc->peer_closed) {
+        return keep_unparsed(wc, scratch + used, len - used);
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
+{
+    size_t len = wc->unparsed_len;
+
+    wc->paused = 0;
+    if (!wc->unparsed) {
+        return APR_SUCCESS;
+    }
+    /* It came from one read of at most size bytes. */
+    memcpy(scratch, wc->unparsed, len < size ? len : size);
+    free(wc->unparsed);
+    wc->unparsed = NULL;
+    wc->unparsed_len = 0;
+    return feed_or_keep(wc, scratch, len < size ? len : size);
 }
 
 /* ---- I/O helpers shared by the engines ---- */
@@ -615,7 +708,7 @@ void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
                                     uint8_t *scratch, apr_size_t size)
 {
-    while (!wc->peer_closed) {
+    while (!wc->peer_closed && !wc->paused) {
         apr_size_t len = size;
         apr_status_t rv;
         int eos;
@@ -640,7 +733,9 @@ apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
              * the end of the stream comes as EOS. */
             return eos ? APR_EOF : APR_SUCCESS;
         }
-        ws_conn_feed(wc, scratch, len);
+        if ((rv = feed_or_keep(wc, scratch, len)) != APR_SUCCESS) {
+            return rv;
+        }
         if (eos) {
             return APR_EOF;
         }

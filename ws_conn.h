@@ -43,6 +43,9 @@ typedef struct ws_plugin_ref {
     const char *symbol;        /* the init function's name */
     apr_dso_handle_t *dso;
     WebSocketPlugin *plugin;
+    /* Set (per child) once an on_message call of this plugin took longer
+     * than WebSocketSlowPlugin: its messages then leave the event loop. */
+    volatile apr_uint32_t slow;
 } ws_plugin_ref;
 
 /* Unset fields are -1 (or NULL) so that merging can tell them apart. */
@@ -52,6 +55,7 @@ typedef struct ws_dir_conf {
     apr_off_t send_queue_limit;
     apr_interval_time_t close_timeout;
     apr_interval_time_t idle_timeout;     /* 0: none */
+    apr_interval_time_t slow_plugin;      /* 0: never offload */
     int origin_check;
     int allow_reserved_codes;
     apr_array_header_t *trusted_origins;   /* of const char * */
@@ -69,6 +73,7 @@ apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf);
 apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_idle_timeout(const ws_dir_conf *conf);
+apr_interval_time_t ws_conf_slow_plugin(const ws_dir_conf *conf);
 /* The permessage-deflate policy the directives make. */
 void ws_conf_deflate_policy(const ws_dir_conf *conf, ws_deflate_policy *policy);
 
@@ -84,12 +89,18 @@ typedef struct ws_engine {
     /* Drives the connection after the 101 was sent.  Returns what the
      * handler returns (DONE when the connection is over). */
     int (*run)(ws_conn *wc);
-    /* Another thread queued output or asked to close.  Called without
+    /* Another thread queued output or asked to close.  Called with
      * wc->lock held; must be safe from any thread. */
     void (*wake)(ws_conn *wc);
+    /* Optional: takes a message to run on_message elsewhere (copying what
+     * it needs) and returns 1, or returns 0 to have it run right here. */
+    int (*dispatch)(ws_conn *wc, int type, const uint8_t *data, size_t len);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
+
+#define WS_DEFAULT_SLOW_PLUGIN  apr_time_from_msec(20)
+#define WS_SLOW_PLUGIN_ALWAYS   1     /* WebSocketSlowPlugin Always */
 
 /* ---- the connection ---- */
 
@@ -141,6 +152,10 @@ struct _WebSocketState {
     apr_time_t close_deadline;       /* when the closing handshake is given
                                         up, 0 while none has begun */
     apr_time_t last_activity;        /* bytes last read from the peer */
+    int paused;                      /* a message is with a dispatch thread:
+                                        parse nothing more until it is done */
+    uint8_t *unparsed;               /* input behind that message */
+    size_t unparsed_len;
     apr_uint64_t msgs_in;
     apr_uint64_t msgs_out;
 };
@@ -156,8 +171,14 @@ int ws_conn_connect_plugin(ws_conn *wc);
 
 /* Parses bytes read from the peer and dispatches what they complete.
  * buf is scratch the codec may write into, with one writable byte past
- * len (text messages are handed to plugins NUL-terminated). */
-void ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
+ * len (text messages are handed to plugins NUL-terminated).  Returns the
+ * bytes consumed: all of them, unless the engine paused the connection
+ * (a message went to a dispatch thread). */
+size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
+
+/* The engine's dispatch of a message finished: parses what was left
+ * unparsed when it paused (scratch: size + 1 bytes). */
+apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
 
 /* Reads what the connection's input filters have, without blocking, and
  * feeds it (bb: an empty brigade of the connection; scratch: size + 1
@@ -188,6 +209,11 @@ void ws_conn_tick(ws_conn *wc, apr_time_t now);
 
 /* The peer vanished or I/O failed: no closing handshake is possible. */
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);
+
+/* Runs the plugin's on_message for one message; data[len] must be
+ * writable (it is NUL for the call).  Any thread, one at a time per
+ * connection. */
+void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len);
 
 /* Ends the connection for the plugin (on_disconnect, once) and frees what
  * the connection holds outside its pool. */

@@ -166,5 +166,6 @@ const ws_engine ws_engine_sync = {
     "sync",
     sync_attach,
     sync_run,
-    sync_wake
+    sync_wake,
+    NULL             /* a thread per connection: nothing to offload */
 };
