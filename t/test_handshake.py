@@ -1,0 +1,407 @@
+"""The opening handshake: accepted, refused, and what the refusals say."""
+
+import base64
+import json
+import re
+import socket
+
+import pytest
+
+import wsraw
+from wsraw import WSClient, handshake, http_request, request_bytes, ws_headers
+from conftest import AUTH_USER, AUTH_PASS, TRUSTED
+
+VERSIONS_HEADER = "13, 8, 7"
+
+
+def ws_log_lines(text):
+    return [l for l in text.splitlines() if "[websocket:" in l]
+
+
+def assert_refusal_logged(srv, mark, *words):
+    """Exactly one websocket line appeared in the error log since `mark`,
+    and it names every word (case-insensitive)."""
+    text = srv.wait_log(lambda t: ws_log_lines(t), mark, timeout=3)
+    # Give a second line (a bug) the chance to show up.
+    text = srv.wait_log(lambda t: len(ws_log_lines(t)) > 1, mark,
+                        timeout=0.3)
+    lines = ws_log_lines(text)
+    assert len(lines) == 1, "expected one [websocket:...] line, got:\n%s" \
+        % text
+    for w in words:
+        assert w.lower() in lines[0].lower(), lines[0]
+    return lines[0]
+
+
+def b64(n):
+    return base64.b64encode(b"k" * n).decode()
+
+
+# ---- accepted ---------------------------------------------------------------
+
+def test_accept_rfc_sample_key(srv):
+    r = handshake(srv.port, "/echo", key="dGhlIHNhbXBsZSBub25jZQ==")
+    assert r.status == 101, r
+    assert r.header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert r.header("Upgrade").lower() == "websocket"
+    assert "upgrade" in [t.strip().lower()
+                         for t in r.header("Connection").split(",")]
+    assert not r.has("Sec-WebSocket-Protocol")
+    assert not r.has("Transfer-Encoding")
+    assert not r.has("Sec-WebSocket-Version")
+
+
+@pytest.mark.parametrize("version", ["13", "8", "7"])
+def test_supported_versions_echo(srv, version):
+    with WSClient(srv.port, "/echo", version=version) as c:
+        assert c.response.status == 101
+        assert c.buf == b"", "bytes after the 101 head: %r" % c.buf
+        c.send_text("hello v" + version)
+        assert c.recv_message() == (wsraw.OP_TEXT,
+                                    ("hello v" + version).encode())
+        c.close_handshake(1000)
+
+
+@pytest.mark.parametrize("upgrade", ["WebSocket", "WEBSOCKET",
+                                     "websocket, foo/2", "foo, WebSocket"])
+def test_upgrade_token_list_case_insensitive(srv, upgrade):
+    r = handshake(srv.port, "/echo", upgrade=upgrade)
+    assert r.status == 101, r
+
+
+@pytest.mark.parametrize("connection", ["upgrade", "UPGRADE",
+                                        "keep-alive, Upgrade",
+                                        "Upgrade, keep-alive",
+                                        "keep-alive,upgrade"])
+def test_connection_token_list(srv, connection):
+    r = handshake(srv.port, "/echo", connection=connection)
+    assert r.status == 101, r
+
+
+def test_first_frame_in_same_packet_as_handshake(srv):
+    """Bytes after the request head belong to the WebSocket stream."""
+    frame = wsraw.build_frame(wsraw.OP_TEXT, b"early bird")
+    with WSClient(srv.port, "/echo", early=frame) as c:
+        assert c.recv_message(timeout=5) == (wsraw.OP_TEXT, b"early bird")
+        c.close_handshake(1000)
+
+
+def test_upgrade_after_request_on_keepalive_connection(srv):
+    """A plain request, then the handshake on the same TCP connection."""
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(request_bytes("/", [("Host", "127.0.0.1")]))
+        head, rest = wsraw.recv_head(s)
+        status, _, headers = wsraw.parse_head(head)
+        assert status == 200
+        n = int(dict((k.lower(), v) for k, v in headers)["content-length"])
+        while len(rest) < n:
+            rest += s.recv(4096)
+        assert rest[:n] == b"<html>static</html>\n"
+        key = wsraw.make_key()
+        s.sendall(request_bytes("/echo", ws_headers(srv.port, key=key))
+                  + wsraw.build_frame(wsraw.OP_TEXT, b"same conn"))
+        head, rest = wsraw.recv_head(s, rest[n:])
+        status, _, headers = wsraw.parse_head(head)
+        assert status == 101
+        assert dict(headers)["Sec-WebSocket-Accept"] == wsraw.accept_for(key)
+        while len(rest) < 11:
+            rest += s.recv(4096)
+        assert rest == b"\x81\x09same conn"
+
+
+def test_relative_plugin_path_under_serverroot(srv):
+    with WSClient(srv.port, "/relecho") as c:
+        c.send_binary(b"\x00\x01rel")
+        assert c.recv_message() == (wsraw.OP_BINARY, b"\x00\x01rel")
+        c.close_handshake(1000)
+
+
+def test_static_files_unaffected(srv):
+    r = http_request(srv.port, request_bytes("/", [("Host", "127.0.0.1")]))
+    assert r.status == 200
+    assert r.body == b"<html>static</html>\n"
+
+
+# ---- 426 --------------------------------------------------------------------
+
+def test_plain_get_gets_426(srv):
+    r = http_request(srv.port, request_bytes("/echo", [
+        ("Host", "127.0.0.1:%d" % srv.port)]))
+    assert r.status == 426, r
+    assert r.header("Upgrade", "").lower() == "websocket"
+
+
+def test_websocket_headers_without_upgrade_get_426(srv):
+    h = [x for x in ws_headers(srv.port) if x[0] != "Upgrade"]
+    r = http_request(srv.port, request_bytes("/echo", h))
+    assert r.status == 426, r
+    assert r.header("Upgrade", "").lower() == "websocket"
+
+
+@pytest.mark.parametrize("version", ["12", "14", "0", "99"])
+def test_unsupported_numeric_version_426(srv, version):
+    mark = srv.mark()
+    r = handshake(srv.port, "/probe", version=version,
+                  extra=[("X-Conn-Id", "v" + version)])
+    assert r.status == 426, r
+    assert r.header("Sec-WebSocket-Version") == VERSIONS_HEADER
+    assert_refusal_logged(srv, mark, "version")
+    assert "connect id=v%s " % version not in srv.since(mark, "test")
+
+
+# ---- 400 --------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "OPTIONS"])
+def test_non_get_is_400(srv, method):
+    hdrs = ws_headers(srv.port) + [("Content-Length", "0")]
+    r = http_request(srv.port, request_bytes("/echo", hdrs, method=method))
+    assert r.status == 400, r
+
+
+def test_http10_is_400(srv):
+    r = handshake(srv.port, "/echo", http_version="HTTP/1.0")
+    assert r.status == 400, r
+
+
+@pytest.mark.parametrize("connection", [None, "keep-alive", "close",
+                                        "upgrades", "Upgrade-Insecure"])
+def test_bad_connection_is_400(srv, connection):
+    r = handshake(srv.port, "/echo", connection=connection)
+    assert r.status == 400, r
+
+
+@pytest.mark.parametrize("key", [
+    None, "", b64(15), b64(17), b64(32), "short",
+    "!!!!!!!!!!!!!!!!!!!!!!==",             # right length, not base64
+    "dGhlIHNhbXBsZSBub25jZQ",               # 16 bytes, padding missing
+    "dGhlIHNhbXBsZSBub25jZQ==, dGhlIHNhbXBsZSBub25jZQ==",  # two keys
+], ids=["missing", "empty", "15bytes", "17bytes", "32bytes", "short",
+        "not-base64", "unpadded", "two-keys"])
+def test_bad_key_is_400(srv, key):
+    hdrs = [x for x in ws_headers(srv.port) if x[0] != "Sec-WebSocket-Key"]
+    if key is not None:
+        hdrs.append(("Sec-WebSocket-Key", key))
+    mark = srv.mark()
+    r = http_request(srv.port, request_bytes("/echo", hdrs))
+    assert r.status == 400, r
+    assert_refusal_logged(srv, mark, "Sec-WebSocket-Key")
+
+
+@pytest.mark.parametrize("version", [None, "abc", "", "13a", "-13"],
+                         ids=["missing", "alpha", "empty", "13a", "minus"])
+def test_bad_version_is_400_with_versions(srv, version):
+    mark = srv.mark()
+    r = handshake(srv.port, "/echo", version=version)
+    assert r.status == 400, r
+    assert r.header("Sec-WebSocket-Version") == VERSIONS_HEADER
+    assert_refusal_logged(srv, mark, "version")
+
+
+# ---- subprotocols -----------------------------------------------------------
+
+def info(c):
+    c.send_text("info")
+    return json.loads(c.recv_text())
+
+
+def test_protocol_preferred_by_plugin(srv):
+    with WSClient(srv.port, "/probe", protocols="chat, probe.v2") as c:
+        assert c.response.header("Sec-WebSocket-Protocol") == "probe.v2"
+        i = info(c)
+        assert i["count"] == 2
+        assert i["protocols"] == ["chat", "probe.v2"]
+        assert i["out_of_range"] is None
+        c.close_handshake(1000)
+
+
+def test_protocol_first_offered(srv):
+    with WSClient(srv.port, "/probe", protocols="chat,superchat") as c:
+        assert c.response.header("Sec-WebSocket-Protocol") == "chat"
+        assert info(c)["protocols"] == ["chat", "superchat"]
+        c.close_handshake(1000)
+
+
+def test_protocol_header_lines_combined(srv):
+    with WSClient(srv.port, "/probe", protocols="a1",
+                  headers=[("Sec-WebSocket-Protocol", "b2, c3")]) as c:
+        assert c.response.header("Sec-WebSocket-Protocol") == "a1"
+        assert info(c)["protocols"] == ["a1", "b2", "c3"]
+        c.close_handshake(1000)
+
+
+def test_protocol_empty_elements_tolerated(srv):
+    with WSClient(srv.port, "/probe", protocols="chat, , x,") as c:
+        assert c.response.header("Sec-WebSocket-Protocol") == "chat"
+        i = info(c)
+        assert i["protocols"] == ["chat", "x"]
+        assert i["count"] == 2
+        c.close_handshake(1000)
+
+
+def test_no_protocol_header_when_plugin_chooses_none(srv):
+    with WSClient(srv.port, "/probe", protocols="chat",
+                  headers=[("X-No-Protocol", "1")]) as c:
+        assert not c.response.has("Sec-WebSocket-Protocol")
+        assert info(c)["count"] == 1
+        c.close_handshake(1000)
+
+
+def test_plugin_choice_not_offered_is_ignored(srv):
+    mark = srv.mark()
+    with WSClient(srv.port, "/probe", protocols="chat",
+                  headers=[("X-Pick", "not-offered")]) as c:
+        assert not c.response.has("Sec-WebSocket-Protocol")
+        c.close_handshake(1000)
+    text = srv.wait_log(lambda t: "[websocket:warn" in t, mark)
+    assert "[websocket:warn" in text and "not-offered" in text, text
+
+
+def test_no_protocol_offered(srv):
+    with WSClient(srv.port, "/probe") as c:
+        assert not c.response.has("Sec-WebSocket-Protocol")
+        i = info(c)
+        assert i["count"] == 0 and i["protocols"] == []
+        assert i["out_of_range"] is None
+        c.close_handshake(1000)
+
+
+@pytest.mark.parametrize("protocols", ["a b", "a;b", '"x"', "a/b", "chat, a b",
+                                       "a=b", "x{y}"])
+def test_invalid_protocol_tokens_400(srv, protocols):
+    r = handshake(srv.port, "/probe", protocols=protocols,
+                  extra=[("X-Conn-Id", "badproto")])
+    assert r.status == 400, r
+
+
+# ---- refusals: origin, plugin, access control -------------------------------
+
+def test_same_origin_accepted(srv):
+    with WSClient(srv.port, "/probe", origin=srv.origin) as c:
+        c.close_handshake(1000)
+
+
+def test_absent_origin_accepted(srv):
+    r = handshake(srv.port, "/probe")
+    assert r.status == 101
+
+
+@pytest.mark.parametrize("origin", [
+    "http://evil.example", "https://127.0.0.1:{port}", "http://127.0.0.1:1",
+    "http://127.0.0.1", "null", "http://localhost:{port}"])
+def test_cross_origin_refused_403(srv, origin):
+    origin = origin.format(port=srv.port)
+    mark = srv.mark()
+    r = handshake(srv.port, "/probe", origin=origin,
+                  extra=[("X-Conn-Id", "origin")])
+    assert r.status == 403, r
+    assert_refusal_logged(srv, mark, "Origin")
+    assert "connect id=origin " not in srv.since(mark, "test")
+
+
+@pytest.mark.parametrize("version", ["7", "8"])
+def test_old_versions_use_sec_websocket_origin(srv, version):
+    bad = handshake(srv.port, "/probe", version=version,
+                    extra=[("Sec-WebSocket-Origin", "http://evil.example")])
+    assert bad.status == 403, bad
+    good = handshake(srv.port, "/probe", version=version,
+                     extra=[("Sec-WebSocket-Origin", srv.origin)])
+    assert good.status == 101, good
+
+
+@pytest.mark.parametrize("origin,status", [
+    (TRUSTED[0], 101), (TRUSTED[1], 101), ("http://evil.example", 403),
+    ("HTTP://GOOD.Example", 101), ("https://good.example", 403),
+    ("http://also.example:8443", 403), ("https://also.example", 403),
+    ("http://good.example:80", 403)])
+def test_trusted_origins(srv, origin, status):
+    r = handshake(srv.port, "/probe/trusted", origin=origin)
+    assert r.status == status, r
+
+
+def test_origin_check_off(srv):
+    r = handshake(srv.port, "/probe/anyorigin", origin="http://evil.example")
+    assert r.status == 101, r
+
+
+def test_plugin_refusal_is_403_without_disconnect(srv):
+    mark = srv.mark()
+    r = handshake(srv.port, "/probe", extra=[("X-Refuse", "1"),
+                                             ("X-Conn-Id", "refused1")])
+    assert r.status == 403, r
+    assert_refusal_logged(srv, mark)
+    log = srv.wait_log(lambda t: "refuse id=refused1" in t, mark, "test")
+    assert "refuse id=refused1" in log
+    assert "disconnect id=refused1" not in srv.since(mark, "test")
+
+
+def test_require_all_denied_before_plugin(srv):
+    mark = srv.mark()
+    r = handshake(srv.port, "/probe/denied", extra=[("X-Conn-Id", "denied")])
+    assert r.status == 403, r
+    assert "id=denied" not in srv.since(mark, "test")
+
+
+def test_basic_auth_required(srv):
+    r = handshake(srv.port, "/probe/auth")
+    assert r.status == 401, r
+    assert "basic" in r.header("WWW-Authenticate", "").lower()
+
+
+@pytest.mark.parametrize("password,status", [(AUTH_PASS, 101),
+                                             ("wrong", 401)])
+def test_basic_auth_credentials(srv, password, status):
+    cred = base64.b64encode(("%s:%s" % (AUTH_USER, password)).encode())
+    r = handshake(srv.port, "/probe/auth",
+                  extra=[("Authorization", "Basic " + cred.decode())])
+    assert r.status == status, r
+
+
+# ---- on_connect: headers ----------------------------------------------------
+
+def test_header_set_in_on_connect(srv):
+    with WSClient(srv.port, "/probe",
+                  headers=[("X-Echo-Header", "v=1; token")]) as c:
+        assert c.response.header("X-Echoed") == "v=1; token"
+        c.close_handshake(1000)
+
+
+def test_request_and_header_get(srv):
+    with WSClient(srv.port, "/probe/sub/path?a=1&b=two",
+                  headers=[("X-Info", "hello info")]) as c:
+        i = info(c)
+        assert i["uri"] == "/probe/sub/path"
+        assert i["args"] == "a=1&b=two"
+        assert i["method"] == "GET"
+        assert i["protocol"] == "HTTP/1.1"
+        assert i["x_info"] == "hello info"
+        assert i["x_info_lower"] == "hello info"
+        assert i["missing"] is None
+        assert i["host"] == "127.0.0.1:%d" % srv.port
+        assert i["server_version"] >= 1
+        assert i["server_size"] >= 8 + 8 * 9
+        c.close_handshake(1000)
+
+
+def test_header_and_protocol_set_after_connect_harmless(srv):
+    with WSClient(srv.port, "/probe") as c:
+        c.send_text("lateset")
+        assert c.recv_text() == "lateset ok"
+        c.send_text("still here")
+        assert c.recv_text() == "still here"
+        c.close_handshake(1000)
+
+
+def test_access_log_line_per_websocket(srv):
+    mark = srv.mark()
+    path = "/echo?accesslog=%d" % id(mark)
+    for _ in range(3):
+        with WSClient(srv.port, path) as c:
+            c.send_text("x")
+            c.recv_message()
+            c.close_handshake(1000)
+    text = srv.wait_log(lambda t: t.count(path) >= 3, mark, "access")
+    lines = [l for l in text.splitlines() if path in l]
+    assert len(lines) == 3, text
+    for l in lines:
+        m = re.search(r'" (\d{3}) \S+ (\d+)$', l)
+        assert m and m.group(1) == "101", l
