@@ -19,7 +19,7 @@ WARN    := -Wall -Wextra
 # apache2-bin, not apache2: we never want the system service started.
 DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 python3-pytest python3-websockets openssl gcc clang \
-                libclang-rt-14-dev
+                libclang-rt-14-dev chromium
 
 MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_async.c ws_frame.c ws_deflate.c
 MODULE_HDR := ws_conn.h ws_async.h ws_frame.h ws_deflate.h websocket_plugin.h
