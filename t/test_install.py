@@ -1,0 +1,43 @@
+"""make install with DESTDIR: the module, the example plugins and the
+Debian mods-available files land where apxs and a2enmod expect them, and
+the installed files make a configuration that httpd accepts."""
+import os
+import subprocess
+
+import harness
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def apxs_libexecdir():
+    return subprocess.check_output(["apxs", "-q", "LIBEXECDIR"], text=True).strip()
+
+
+def test_make_install_destdir(tmp_path):
+    dest = tmp_path / "root"
+    subprocess.run(["make", "-s", "install", "DESTDIR=%s" % dest], cwd=REPO,
+                   check=True, stdout=subprocess.DEVNULL)
+    libexec = str(dest) + apxs_libexecdir()
+    for name in ("mod_websocket.so", "mod_websocket_echo.so",
+                 "mod_websocket_dumb_increment.so"):
+        assert os.path.isfile(os.path.join(libexec, name)), name
+    avail = dest / "etc/apache2/mods-available"
+    load = (avail / "websocket.load").read_text()
+    assert load.strip() == ("LoadModule websocket_module %s/mod_websocket.so"
+                            % apxs_libexecdir())
+    conf = (avail / "websocket.conf").read_text()
+    assert "<IfModule websocket_module>" in conf
+
+    # The installed files, as a2enmod would include them, pass apache2 -t.
+    h = harness.Httpd(load_module=False)
+    try:
+        installed_so = os.path.join(libexec, "mod_websocket.so")
+        h.write_conf("LoadModule websocket_module %s\nInclude %s\n"
+                     "<Location /echo>\n  SetHandler websocket-handler\n"
+                     "  WebSocketHandler %s echo_init\n</Location>\n"
+                     % (installed_so, avail / "websocket.conf",
+                        os.path.join(libexec, "mod_websocket_echo.so")))
+        rc, out = h.configtest()
+        assert rc == 0, out
+    finally:
+        h.cleanup()
