@@ -36,7 +36,7 @@ APXS_FLAGS = -Wc,$(CSTD) -Wc,-Wall -Wc,-Wextra -Wc,-O2 -Wc,-g $(SAN_CFLAGS) $(SA
 
 LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 
-.PHONY: all build deps run test unit itest asan bench install clean
+.PHONY: all build deps run test unit itest asan bench install clean warnings
 
 all: deps build
 
@@ -71,6 +71,21 @@ asan: deps
 
 # ---- tests ----------------------------------------------------------------
 
+# Every C file, with gcc and with clang, -Wall -Wextra, warnings as errors.
+APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
+             $(shell apu-1-config --includes)
+APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c)
+PLAIN_C  = $(wildcard t/*.c) $(wildcard bench/*.c)
+warnings: deps
+	@for cc in gcc clang; do \
+	    for f in $(APACHE_C); do \
+	        $$cc $(CSTD) $(WARN) -Werror -O2 -fsyntax-only -I. $(APACHE_INC) $$f || exit 1; \
+	    done; \
+	    for f in $(PLAIN_C); do \
+	        $$cc $(CSTD) $(WARN) -Werror -O2 -fsyntax-only -I. $$f || exit 1; \
+	    done; \
+	done; echo "warnings: none (gcc and clang, -Wall -Wextra)"
+
 t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_deflate.c ws_deflate.c -lz
 
@@ -90,7 +105,7 @@ itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
 
 # The summary line pytest prints last is the suite's verdict.
-test: unit all asan
+test: warnings unit all asan
 	WS_ASAN=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not noasan" t
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
 
