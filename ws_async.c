@@ -714,8 +714,22 @@ static apr_status_t async_attach(ws_conn *wc)
 
 /* The handler is done with the connection: the MPM hands it to us in
  * ws_async_suspended(). */
+static void async_detach(ws_conn *wc)
+{
+    take_off_dirty_list(wc->engine_data);
+}
+
 static int async_run(ws_conn *wc)
 {
+    /* The MPM lingering-closes an aborted connection instead of
+     * suspending it (the 101 could not be written): it never reaches a
+     * loop, so it ends here. */
+    if (wc->c->aborted) {
+        ws_conn_abort(wc, APR_ECONNABORTED, "the 101 could not be sent");
+        ws_conn_finish(wc);
+        async_detach(wc);
+        return DONE;
+    }
     ap_set_module_config(wc->c->conn_config, &websocket_module, wc);
     return SUSPENDED;
 }
@@ -743,7 +757,8 @@ const ws_engine ws_engine_async = {
     async_attach,
     async_run,
     async_wake,
-    async_dispatch
+    async_dispatch,
+    async_detach
 };
 
 /* suspend_connection hook, on the worker thread that ran the handler. */

@@ -276,7 +276,19 @@ int ws_conn_connect_plugin(ws_conn *wc)
     wc->in_on_connect = 1;
     wc->plugin_private = wc->plugin->on_connect(&wc->server);
     wc->in_on_connect = 0;
-    return wc->plugin_private != NULL;
+    if (wc->plugin_private) {
+        return 1;
+    }
+    /* A thread the plugin started may have sent already: stop accepting,
+     * and take the connection off the engine's lists. */
+    apr_thread_mutex_lock(wc->lock);
+    wc->finished = 1;
+    wc->close_queued = 1;
+    apr_thread_mutex_unlock(wc->lock);
+    if (wc->engine->detach) {
+        wc->engine->detach(wc);
+    }
+    return 0;
 }
 
 /* ---- the outgoing queue ---- */
@@ -353,6 +365,15 @@ static int is_control(int opcode)
 
 static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
 {
+    if (opcode == WS_OP_CLOSE
+        && (len == 1 || (len >= 2 && !ws_close_code_valid(
+                              ((unsigned)data[0] << 8) | data[1], 0)))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+                     "plugin %s tried to send an invalid Close payload; use "
+                     "a 2-byte code (1000-1003, 1007-1014, 3000-4999) and "
+                     "an optional reason", wc->conf->handler->symbol);
+        return 0;
+    }
     if (is_control(opcode) && len > WS_MAX_CONTROL_SIZE) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
                      "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT

@@ -95,6 +95,9 @@ typedef struct ws_engine {
     /* Optional: takes a message to run on_message elsewhere (copying what
      * it needs) and returns 1, or returns 0 to have it run right here. */
     int (*dispatch)(ws_conn *wc, int type, const uint8_t *data, size_t len);
+    /* Optional: the connection will never run (the plugin refused it):
+     * forget it before its pool goes. */
+    void (*detach)(ws_conn *wc);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
@@ -166,7 +169,8 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
                         apr_array_header_t *protocols,
                         const ws_deflate_params *deflate);
 
-/* Runs the plugin's on_connect; 0 when the plugin refused. */
+/* Runs the plugin's on_connect; 0 when the plugin refused (then nothing
+ * it queued is sent, and the engine has let go of the connection). */
 int ws_conn_connect_plugin(ws_conn *wc);
 
 /* Parses bytes read from the peer and dispatches what they complete.

@@ -167,5 +167,6 @@ const ws_engine ws_engine_sync = {
     sync_attach,
     sync_run,
     sync_wake,
-    NULL             /* a thread per connection: nothing to offload */
+    NULL,            /* a thread per connection: nothing to offload */
+    NULL             /* nothing outside the request to forget */
 };

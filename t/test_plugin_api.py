@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from wsraw import (WSClient, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG)
+from wsraw import (WSClient, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
+                   handshake)
 
 
 def conn(srv, cid, path="/probe", **kw):
@@ -302,3 +303,46 @@ def test_server_survives_many_short_connections(srv):
                         mark, "test", timeout=10)
     for i in range(30):
         assert text.count("disconnect id=short%d " % i) == 1, i
+
+
+@pytest.mark.parametrize("payload,why", [
+    ("03", "one byte"),
+    ("03ed", "1005 is never sent"),
+    ("03ee", "1006 is never sent"),
+    ("03e7", "999"),
+    ("1388", "5000"),
+])
+def test_plugin_invalid_close_payload_is_refused(srv, payload, why):
+    """send(MESSAGE_TYPE_CLOSE) with a payload no endpoint may send returns
+    0 and sends nothing; the connection stays open."""
+    mark = srv.mark()
+    cid = "badclose" + payload
+    with conn(srv, cid) as c:
+        c.send_text("sendclose:" + payload)
+        c.send_text("still open")
+        # "after close" is the probe's follow-up text, sent because no Close
+        # went out; then our own message comes back.
+        assert c.recv_text() == "after close"
+        assert c.recv_text() == "still open"
+        c.close_handshake(1000)
+    log = srv.wait_log(lambda t: "sendclose id=%s" % cid in t, mark, "test")
+    m = re.search(r"sendclose id=%s ret=(\d+) after=(\d+)" % cid, log)
+    assert m and m.group(1) == "0", (why, log)
+    assert "invalid Close payload" in srv.since(mark)
+
+
+def test_plugin_refusal_after_send_drops_the_message(srv):
+    """A plugin that queues a message in on_connect and then refuses: 403,
+    nothing of the message on the wire, and the server carries on."""
+    mark = srv.mark()
+    r = handshake(srv.port, "/probe", extra=[("X-Refuse-After-Send", "1"),
+                                             ("X-Conn-Id", "refusedsend")])
+    assert r.status == 403, r
+    assert b"before refusal" not in r.body
+    log = srv.wait_log(lambda t: "refuse-after-send id=refusedsend" in t, mark,
+                       "test")
+    assert "disconnect id=refusedsend" not in log
+    with conn(srv, "afterrefusal") as c:
+        c.send_text("alive")
+        assert c.recv_text() == "alive"
+        c.close_handshake(1000)

@@ -285,6 +285,13 @@ static void *CALLBACK probe_on_connect(const WebSocketServer *server)
         logf_("refuse id=%s", id);
         return NULL;
     }
+    if (server->header_get(server, "X-Refuse-After-Send") != NULL) {
+        /* Queued, then refused: must be dropped, never sent or touched
+         * after the request is gone. */
+        size_t r = send_text(server, "before refusal");
+        logf_("refuse-after-send id=%s ret=%zu", id, r);
+        return NULL;
+    }
     if (echo != NULL)
         server->header_set(server, "X-Echoed", echo);
     count = server->protocol_count(server);
