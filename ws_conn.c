@@ -226,6 +226,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
 
     wc->r = r;
     wc->c = r->connection;
+    wc->s = r->server;
     wc->conf = conf;
     wc->plugin = conf->handler->plugin;
     wc->protocols = protocols;
@@ -368,14 +369,14 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
     if (opcode == WS_OP_CLOSE
         && (len == 1 || (len >= 2 && !ws_close_code_valid(
                               ((unsigned)data[0] << 8) | data[1], 0)))) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
                      "plugin %s tried to send an invalid Close payload; use "
                      "a 2-byte code (1000-1003, 1007-1014, 3000-4999) and "
                      "an optional reason", wc->conf->handler->symbol);
         return 0;
     }
     if (is_control(opcode) && len > WS_MAX_CONTROL_SIZE) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
                      "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT
                      " bytes (control frames carry at most 125)",
                      wc->conf->handler->symbol, ws_opcode_name(opcode), len);
@@ -383,7 +384,7 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
     }
     if (opcode == WS_OP_TEXT && ws_utf8_feed(WS_UTF8_ACCEPT, data, len)
                                 != WS_UTF8_ACCEPT) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
                      "plugin %s tried to send a text message that is not "
                      "valid UTF-8; not sent", wc->conf->handler->symbol);
         return 0;
@@ -420,7 +421,7 @@ static int queue_frame(ws_conn *wc, ws_out_frame *f)
     if (overflow_now) {
         /* A reader this slow would make us hold unbounded memory: give up
          * on it, and say so once. */
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->s,
                      "closing WebSocket from %s: send queue limit of %"
                      APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
                      "WebSocketSendQueueLimit", wc->c->client_ip, wc->out_limit);
@@ -451,7 +452,7 @@ static size_t send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
     }
     apr_thread_mutex_unlock(wc->send_lock);
     if (st != WS_DEFLATE_OK) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->r->server,
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->s,
                      "cannot compress a message for %s: %s", wc->c->client_ip,
                      ws_deflate_status_name(st));
     }
@@ -539,7 +540,7 @@ static void note_slow_plugin(ws_conn *wc, apr_interval_time_t took,
         return;
     }
     ref->slow = 1;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->r->server,
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
                  "plugin %s (%s) spent %" APR_TIME_T_FMT " ms in on_message; "
                  "its messages now run on the dispatch threads "
                  "(WebSocketSlowPlugin)", ref->symbol, ref->path,

@@ -118,6 +118,7 @@ typedef struct ws_out_frame {
 struct _WebSocketState {
     request_rec *r;
     conn_rec *c;
+    server_rec *s;                   /* outlives r: for logs from any thread */
     const ws_dir_conf *conf;
     WebSocketPlugin *plugin;
     void *plugin_private;
