@@ -112,6 +112,13 @@ test: warnings unit all asan
 run: all
 	$(PYTHON) t/harness.py run --port $(PORT)
 
+# ---- benchmarks (docs/performance.md) -----------------------------------------
+
+include bench/Makefile.inc
+
+bench: all $(BENCH_TOOLS)
+	$(PYTHON) bench/run.py
+
 # ---- install ----------------------------------------------------------------
 
 install: build
@@ -129,4 +136,4 @@ clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
-	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay
+	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)

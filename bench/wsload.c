@@ -45,6 +45,7 @@
 #include <unistd.h>
 
 #include <openssl/sha.h>
+#include <zlib.h>
 
 #define NS_PER_S  1000000000ull
 #define NS_PER_MS 1000000ull
@@ -75,6 +76,22 @@
 #define WS_OP_PING   0x9
 #define WS_OP_PONG   0xA
 #define WS_MAX_HEADER 14
+#define WS_RSV1      0x40
+
+/* -t json: this many different documents per worker (fewer for very large
+ * messages), picked by sequence number; the tag sits inside the first
+ * string value: {"seq":"XXXXXXXX",... */
+#define JSON_VARIANTS  64
+#define JSON_TAG_OFF   8
+#define JSON_MIN_SIZE  32
+
+/* The 4 bytes a sync flush ends with (RFC 7692 7.2.1). */
+static const uint8_t DEFLATE_TAIL[4] = { 0x00, 0x00, 0xff, 0xff };
+
+/* conn.pmd: what permessage-deflate negotiated for this connection */
+#define PMD_ON             1
+#define PMD_SERVER_NO_CTX  2    /* server resets its compressor per message */
+#define PMD_CLIENT_NO_CTX  4    /* we reset ours per message */
 
 /* ------------------------------------------------------------------------ */
 /* Options                                                                   */
@@ -82,7 +99,9 @@
 struct options {
     long conns;
     size_t size;
-    bool binary;
+    bool binary, json;
+    bool deflate, deflate_takeover;
+    int deflate_level;
     int depth;
     double duration, warmup, hold, timeout, rate;
     long max_pending;
@@ -96,10 +115,11 @@ struct options {
     char host_header[300];
     char path[1024];
     char protocol[256];
+    const char *ready_file;
 };
 
 static struct options opt = {
-    .conns = 64, .size = 32, .depth = 1,
+    .conns = 64, .size = 32, .depth = 1, .deflate_level = 1,
     .duration = 10, .warmup = 1, .hold = 5, .timeout = 10, .rate = 2000,
     .max_pending = 1000, .procs = 1, .src_bind = true,
     .src_lo = 0x7f000101, .src_hi = 0x7f0001fa,   /* 127.0.1.1 .. 127.0.1.250 */
@@ -226,6 +246,9 @@ static uint64_t hist_bucket_mid(unsigned idx)
 
 struct result {
     uint64_t opened, failed, echoed, errors, msgs;
+    /* data frames on the wire (headers included) for the messages counted:
+     * wire_tx over tx_msgs sent in the interval, wire_rx over msgs */
+    uint64_t tx_msgs, wire_tx, wire_rx, pmd_conns;
     uint64_t max_ns;
     uint64_t hist[HIST_BUCKETS];
 };
@@ -244,6 +267,10 @@ static void result_merge(struct result *into, const struct result *from)
     into->echoed += from->echoed;
     into->errors += from->errors;
     into->msgs += from->msgs;
+    into->tx_msgs += from->tx_msgs;
+    into->wire_tx += from->wire_tx;
+    into->wire_rx += from->wire_rx;
+    into->pmd_conns += from->pmd_conns;
     if (from->max_ns > into->max_ns)
         into->max_ns = from->max_ns;
     for (unsigned i = 0; i < HIST_BUCKETS; i++)
@@ -303,10 +330,13 @@ struct conn {
      * shared read buffer keeps per-connection memory small at 100k sockets. */
     uint8_t in_payload, hdr_have, hdr_need;
     uint8_t frame_opcode, frame_fin, in_message, ctrl_len;
+    uint8_t pmd, msg_compressed;       /* PMD_* flags; RSV1 on this message */
     uint8_t hdr[WS_MAX_HEADER];
     uint8_t ctrl[125];
     uint64_t frame_left;
     size_t msg_off;
+    uint64_t msg_wire;             /* wire bytes of the message being received */
+    z_stream *inflater, *deflater; /* --deflate only, created on first use */
     uint32_t next_seq, recv_seq;   /* in flight = next_seq - recv_seq */
     uint64_t deadline;             /* attempt timeout, or retry time */
     struct handshake *hs;
@@ -321,6 +351,11 @@ struct worker {
     struct conn *conns;
     uint64_t *sent_ns;             /* depth send times per connection */
     uint8_t *rbuf, *pattern;
+    uint8_t *json;                 /* -t json: json_variants documents of opt.size */
+    uint8_t *plain, *zbuf;         /* --deflate: message before/after deflate */
+    size_t zbuf_cap;
+    uint8_t *ibuf;                 /* --deflate: inflate output */
+    z_stream *shared_deflater;     /* client_no_context_takeover: one per worker */
     uint64_t rng;
     enum phase phase;
     uint64_t phase_deadline, measure_start, measure_end;
@@ -410,8 +445,72 @@ static bool outbuf_flush(struct outbuf *b, int fd)
 /* ------------------------------------------------------------------------ */
 /* Payload generation, masking and verification                              */
 
+static size_t json_variants(void)
+{
+    size_t v = ((size_t)64 << 20) / opt.size;      /* at most 64 MiB of them */
+    return v < 1 ? 1 : v > JSON_VARIANTS ? JSON_VARIANTS : v;
+}
+
+/* One JSON document of exactly opt.size bytes, like an API's list reply:
+ * an array of user records with repeated keys, a few word values, numbers
+ * and timestamps (compresses about as well as real JSON: 3-5x with zlib
+ * on a 1 KiB message).  "seq" holds 8 placeholder characters that
+ * write_payload replaces with the sequence number. */
+static void make_json(uint8_t *dst, size_t size, uint64_t variant)
+{
+    static const char *const first[] = {
+        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
+        "ivan", "judy", "mallory", "niaj", "olivia", "peggy", "rupert", "sybil",
+    };
+    static const char *const last[] = {
+        "smith", "jones", "garcia", "miller", "davis", "martin", "lopez",
+        "wilson", "moore", "taylor", "thomas", "white",
+    };
+    static const char *const tags[] = {
+        "admin", "beta", "billing", "support", "staff", "trial", "premium",
+        "mobile", "desktop", "eu", "us", "apac",
+    };
+    uint64_t rng = 0x9E3779B97F4A7C15ull * (variant + 1);
+    char *out = (char *)dst;
+    size_t len = (size_t)snprintf(out, size + 1, "{\"seq\":\"%.*s\",\"items\":[",
+                                  TAG_LEN, "????????");
+    bool first_item = true;
+    for (;;) {
+        char item[512];
+        uint64_t r = rng_next(&rng);
+        const char *fn = first[r % 16], *ln = last[(r >> 8) % 12];
+        unsigned id = (unsigned)(1000 + (r >> 16) % 90000);
+        int n = snprintf(item, sizeof item,
+            "%s{\"id\":%u,\"name\":\"%s %s\",\"email\":\"%s.%s@example.com\","
+            "\"active\":%s,\"score\":%u.%02u,\"tags\":[\"%s\",\"%s\"],"
+            "\"created\":\"2024-%02u-%02uT%02u:%02u:%02uZ\"}",
+            first_item ? "" : ",", id, fn, ln, fn, ln, (r >> 40) & 1 ? "true" : "false",
+            (unsigned)((r >> 24) % 100), (unsigned)((r >> 32) % 100),
+            tags[(r >> 44) % 12], tags[(r >> 50) % 12],
+            (unsigned)(1 + (r >> 20) % 12), (unsigned)(1 + (r >> 28) % 28),
+            (unsigned)((r >> 36) % 24), (unsigned)((r >> 42) % 60),
+            (unsigned)((r >> 48) % 60));
+        if (len + (size_t)n + 2 > size)
+            break;
+        memcpy(out + len, item, (size_t)n);
+        len += (size_t)n;
+        first_item = false;
+    }
+    memset(out + len, ' ', size - 2 - len);       /* whitespace is valid JSON */
+    memcpy(out + size - 2, "]}", 2);
+}
+
 static void build_pattern(struct worker *w)
 {
+    if (opt.json) {
+        size_t v = json_variants();
+        w->json = malloc(v * opt.size + 1);
+        if (!w->json)
+            die("out of memory (json documents)");
+        for (size_t k = 0; k < v; k++)
+            make_json(w->json + k * opt.size, opt.size, k);
+        return;
+    }
     size_t n = opt.size + PATTERN_PERIOD;
     w->pattern = malloc(n);
     if (!w->pattern)
@@ -433,9 +532,23 @@ static void make_tag(uint32_t seq, uint8_t tag[TAG_LEN])
         tag[i] = (uint8_t)hex[(seq >> (4 * i)) & 15];
 }
 
-static const uint8_t *pattern_for(const struct worker *w, uint32_t seq)
+/* The opt.size bytes message seq is made of, before the tag goes in. */
+static const uint8_t *body_for(const struct worker *w, uint32_t seq)
 {
+    if (opt.json)
+        return w->json + (seq % json_variants()) * opt.size;
     return w->pattern + seq % PATTERN_PERIOD;
+}
+
+/* Where the tag sits in a message, and how long it is. */
+static size_t tag_offset(void)
+{
+    return opt.json ? JSON_TAG_OFF : 0;
+}
+
+static size_t tag_length(void)
+{
+    return opt.size < TAG_LEN ? opt.size : TAG_LEN;
 }
 
 /* dst = src XOR mask, 8 bytes at a time; phase is the payload offset of
@@ -459,45 +572,62 @@ static void mask_copy(uint8_t *dst, const uint8_t *src, size_t n,
         dst[i] = src[i] ^ k[i & 7];
 }
 
+static void copy_piece(uint8_t *dst, const uint8_t *src, size_t n, const uint8_t *key,
+                       size_t phase)
+{
+    if (key)
+        mask_copy(dst, src, n, key, phase);
+    else
+        memcpy(dst, src, n);
+}
+
 /* Writes the payload of message seq; masked when key is non-NULL. */
 static void write_payload(const struct worker *w, uint8_t *dst, uint32_t seq,
                           const uint8_t *key)
 {
     uint8_t tag[TAG_LEN];
-    size_t tag_len = opt.size < TAG_LEN ? opt.size : TAG_LEN;
-    const uint8_t *body = pattern_for(w, seq) + tag_len;
+    size_t a = tag_offset(), b = a + tag_length();
+    const uint8_t *body = body_for(w, seq);
     make_tag(seq, tag);
-    if (key) {
-        mask_copy(dst, tag, tag_len, key, 0);
-        mask_copy(dst + tag_len, body, opt.size - tag_len, key, tag_len);
-    } else {
-        memcpy(dst, tag, tag_len);
-        memcpy(dst + tag_len, body, opt.size - tag_len);
-    }
+    copy_piece(dst, body, a, key, 0);
+    copy_piece(dst + a, tag, b - a, key, a);
+    copy_piece(dst + b, body + b, opt.size - b, key, b);
 }
 
 /* Do the n bytes at offset off of an echo match message seq? */
 static bool payload_matches(const struct worker *w, uint32_t seq, size_t off,
                             const uint8_t *p, size_t n)
 {
-    if (off < TAG_LEN) {
-        uint8_t tag[TAG_LEN];
-        make_tag(seq, tag);
-        size_t k = TAG_LEN - off < n ? TAG_LEN - off : n;
-        if (memcmp(p, tag + off, k) != 0)
+    size_t a = tag_offset(), b = a + tag_length();
+    const uint8_t *body = body_for(w, seq);
+    if (off + n > opt.size)
+        return false;
+    if (off < a) {
+        size_t k = a - off < n ? a - off : n;
+        if (memcmp(p, body + off, k) != 0)
             return false;
         p += k;
         off += k;
         n -= k;
     }
-    return n == 0 || memcmp(p, pattern_for(w, seq) + off, n) == 0;
+    if (n > 0 && off < b) {
+        uint8_t tag[TAG_LEN];
+        make_tag(seq, tag);
+        size_t k = b - off < n ? b - off : n;
+        if (memcmp(p, tag + (off - a), k) != 0)
+            return false;
+        p += k;
+        off += k;
+        n -= k;
+    }
+    return n == 0 || memcmp(p, body + off, n) == 0;
 }
 
-static size_t put_frame_header(uint8_t *dst, unsigned opcode, uint64_t len,
-                               const uint8_t key[4])
+static size_t put_frame_header(uint8_t *dst, unsigned opcode, unsigned rsv,
+                               uint64_t len, const uint8_t key[4])
 {
     size_t h = 0;
-    dst[h++] = (uint8_t)(0x80 | opcode);            /* FIN: never fragment */
+    dst[h++] = (uint8_t)(0x80 | rsv | opcode);      /* FIN: never fragment */
     if (len < 126) {
         dst[h++] = (uint8_t)(0x80 | len);
     } else if (len <= 0xffff) {
@@ -524,21 +654,77 @@ static uint64_t *sent_slot(struct worker *w, struct conn *c, uint32_t seq)
     return &w->sent_ns[conn_index(w, c) * opt.depth + seq % (uint32_t)opt.depth];
 }
 
+static z_stream *new_deflater(void)
+{
+    z_stream *z = calloc(1, sizeof *z);
+    if (!z || deflateInit2(z, opt.deflate_level, Z_DEFLATED, -15, 8,
+                           Z_DEFAULT_STRATEGY) != Z_OK)
+        die("deflateInit2 failed");
+    return z;
+}
+
+/* Compresses one message into w->zbuf as permessage-deflate wants it (a
+ * sync flush without its final 00 00 ff ff); returns the length. */
+static size_t deflate_message(struct worker *w, struct conn *c, const uint8_t *in, size_t n)
+{
+    z_stream *z;
+    if (c->pmd & PMD_CLIENT_NO_CTX) {
+        if (!w->shared_deflater)
+            w->shared_deflater = new_deflater();
+        z = w->shared_deflater;
+        deflateReset(z);
+    } else {
+        if (!c->deflater)
+            c->deflater = new_deflater();
+        z = c->deflater;
+    }
+    z->next_in = (Bytef *)in;
+    z->avail_in = (uInt)n;
+    z->next_out = w->zbuf;
+    z->avail_out = (uInt)w->zbuf_cap;
+    int ret = deflate(z, Z_SYNC_FLUSH);
+    if ((ret != Z_OK && ret != Z_BUF_ERROR) || z->avail_in != 0 || z->avail_out == 0)
+        die("deflate failed (%d)", ret);
+    size_t out = w->zbuf_cap - z->avail_out;
+    if (out >= 4 && memcmp(w->zbuf + out - 4, DEFLATE_TAIL, 4) == 0)
+        out -= 4;
+    return out;
+}
+
+static bool in_measured_interval(const struct worker *w, uint64_t now)
+{
+    return w->phase == PH_RUN && now >= w->measure_start && now < w->measure_end;
+}
+
 /* Queues the next message of the closed loop (flushed by the caller). */
 static void queue_message(struct worker *w, struct conn *c, uint64_t now)
 {
     uint32_t seq = c->next_seq++;
-    uint8_t *dst = outbuf_reserve(&c->out, opt.size + WS_MAX_HEADER);
-    size_t h = 0;
+    unsigned opcode = opt.binary ? WS_OP_BINARY : WS_OP_TEXT;
+    size_t h = 0, len = opt.size;
     if (opt.raw) {
+        uint8_t *dst = outbuf_reserve(&c->out, opt.size);
         write_payload(w, dst, seq, NULL);
+    } else if (c->pmd & PMD_ON) {
+        uint8_t key[4];
+        random_mask(w, key);
+        write_payload(w, w->plain, seq, NULL);
+        len = deflate_message(w, c, w->plain, opt.size);
+        uint8_t *dst = outbuf_reserve(&c->out, len + WS_MAX_HEADER);
+        h = put_frame_header(dst, opcode, WS_RSV1, len, key);
+        mask_copy(dst + h, w->zbuf, len, key, 0);
     } else {
         uint8_t key[4];
         random_mask(w, key);
-        h = put_frame_header(dst, opt.binary ? WS_OP_BINARY : WS_OP_TEXT, opt.size, key);
+        uint8_t *dst = outbuf_reserve(&c->out, opt.size + WS_MAX_HEADER);
+        h = put_frame_header(dst, opcode, 0, opt.size, key);
         write_payload(w, dst + h, seq, key);
     }
-    c->out.len += h + opt.size;
+    c->out.len += h + len;
+    if (in_measured_interval(w, now)) {
+        w->res.tx_msgs++;
+        w->res.wire_tx += h + len;
+    }
     *sent_slot(w, c, seq) = now;
 }
 
@@ -548,7 +734,7 @@ static void queue_control(struct worker *w, struct conn *c, unsigned opcode,
     uint8_t key[4];
     random_mask(w, key);
     uint8_t *dst = outbuf_reserve(&c->out, n + WS_MAX_HEADER);
-    size_t h = put_frame_header(dst, opcode, n, key);
+    size_t h = put_frame_header(dst, opcode, 0, n, key);
     mask_copy(dst + h, payload, n, key, 0);
     c->out.len += h + n;
 }
@@ -563,6 +749,16 @@ static void conn_close_fd(struct conn *c)
     c->fd = -1;
     free(c->hs);
     c->hs = NULL;
+    if (c->inflater) {
+        inflateEnd(c->inflater);
+        free(c->inflater);
+        c->inflater = NULL;
+    }
+    if (c->deflater) {
+        deflateEnd(c->deflater);
+        free(c->deflater);
+        c->deflater = NULL;
+    }
 }
 
 static void reset_parser(struct conn *c)
@@ -573,6 +769,8 @@ static void reset_parser(struct conn *c)
     c->in_message = 0;
     c->msg_off = 0;
     c->frame_left = 0;
+    c->msg_wire = 0;
+    c->msg_compressed = 0;
 }
 
 static bool is_retryable(int err)
@@ -715,11 +913,15 @@ static void send_upgrade_request(struct worker *w, struct conn *c)
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
-                     "%s%s%s"
+                     "%s%s%s%s"
                      "\r\n",
                      opt.path, opt.host_header, key,
                      opt.protocol[0] ? "Sec-WebSocket-Protocol: " : "",
-                     opt.protocol, opt.protocol[0] ? "\r\n" : "");
+                     opt.protocol, opt.protocol[0] ? "\r\n" : "",
+                     !opt.deflate ? "" : opt.deflate_takeover
+                         ? "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+                         : "Sec-WebSocket-Extensions: permessage-deflate; "
+                           "client_no_context_takeover; server_no_context_takeover\r\n");
     memcpy(outbuf_reserve(&c->out, (size_t)n), req, (size_t)n);
     c->out.len += (size_t)n;
     c->state = CS_HANDSHAKE;
@@ -757,9 +959,13 @@ static void message_done(struct worker *w, struct conn *c)
     c->recv_seq++;
     c->in_message = 0;
     c->msg_off = 0;
+    c->msg_compressed = 0;
+    uint64_t wire = c->msg_wire;
+    c->msg_wire = 0;
     if (w->phase == PH_RUN) {
         if (now >= w->measure_start && now < w->measure_end) {
             w->res.msgs++;
+            w->res.wire_rx += wire;
             result_add_latency(&w->res, rtt);
         }
         if (now < w->measure_end)
@@ -792,12 +998,19 @@ static bool raw_input(struct worker *w, struct conn *c, const uint8_t *p, size_t
         size_t take = opt.size - c->msg_off < n ? opt.size - c->msg_off : n;
         if (!verify_chunk(w, c, p, take))
             return false;
+        c->msg_wire += take;
         p += take;
         n -= take;
         if (c->msg_off == opt.size)
             message_done(w, c);
     }
     return true;
+}
+
+static size_t header_size(uint8_t b1)
+{
+    size_t len7 = b1 & 0x7f;
+    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + (b1 & 0x80 ? 4 : 0);
 }
 
 static uint64_t frame_length(const uint8_t *hdr)
@@ -828,9 +1041,9 @@ static bool check_data_frame(struct worker *w, struct conn *c, unsigned opcode,
         problem = "echo has the wrong message type";
     else if (opcode != WS_OP_CONT && c->next_seq == c->recv_seq)
         problem = "unsolicited message";
-    else if (len > opt.size - c->msg_off)
+    else if (!c->msg_compressed && len > opt.size - c->msg_off)
         problem = "echo longer than the message sent";
-    else if (fin && c->msg_off + len != opt.size)
+    else if (!c->msg_compressed && fin && c->msg_off + len != opt.size)
         problem = "echo shorter than the message sent";
     if (problem) {
         conn_broken(w, c, "protocol: %s (opcode %u, length %" PRIu64 ")", problem,
@@ -841,6 +1054,47 @@ static bool check_data_frame(struct worker *w, struct conn *c, unsigned opcode,
     return true;
 }
 
+#define INFLATE_BUF_SIZE (64 * 1024)
+
+/* Feeds compressed payload bytes to the connection's inflater and checks
+ * what comes out against the message sent; false if the conn broke. */
+static bool inflate_chunk(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
+{
+    if (!c->inflater) {
+        c->inflater = calloc(1, sizeof *c->inflater);
+        if (!c->inflater || inflateInit2(c->inflater, -15) != Z_OK)
+            die("inflateInit2 failed");
+    }
+    z_stream *z = c->inflater;
+    z->next_in = (Bytef *)p;
+    z->avail_in = (uInt)n;
+    do {
+        z->next_out = w->ibuf;
+        z->avail_out = INFLATE_BUF_SIZE;
+        int ret = inflate(z, Z_SYNC_FLUSH);
+        size_t got = INFLATE_BUF_SIZE - z->avail_out;
+        if (ret != Z_OK && ret != Z_BUF_ERROR && ret != Z_STREAM_END) {
+            conn_broken(w, c, "inflate: %s (%d)", z->msg ? z->msg : "error", ret);
+            return false;
+        }
+        if (got > opt.size - c->msg_off) {
+            conn_broken(w, c, "echo inflates to more than the %zu bytes sent", opt.size);
+            return false;
+        }
+        if (got && !verify_chunk(w, c, w->ibuf, got))
+            return false;
+        if (ret == Z_STREAM_END) {
+            /* a final block (BFINAL): what follows in this message is
+             * only the appended tail, which RFC 7692 7.2.2 ignores */
+            inflateReset(z);
+            break;
+        }
+        if (ret == Z_BUF_ERROR && z->avail_in == 0)
+            break;
+    } while (z->avail_in > 0 || z->avail_out == 0);
+    return true;
+}
+
 /* A complete frame header is in c->hdr: validate and start its payload. */
 static bool begin_frame(struct worker *w, struct conn *c)
 {
@@ -848,9 +1102,22 @@ static bool begin_frame(struct worker *w, struct conn *c)
     unsigned opcode = b0 & 0x0f;
     bool fin = b0 & 0x80;
     uint64_t len = frame_length(c->hdr);
-    if (b0 & 0x70) {
-        conn_broken(w, c, "protocol: RSV bits set without a negotiated extension");
+    if (b0 & 0x30) {
+        conn_broken(w, c, "protocol: RSV2/RSV3 set");
         return false;
+    }
+    if (b0 & WS_RSV1) {
+        /* permessage-deflate: RSV1 on the first frame of a data message */
+        if (!(c->pmd & PMD_ON)) {
+            conn_broken(w, c, "protocol: RSV1 set without permessage-deflate");
+            return false;
+        }
+        if (opcode == WS_OP_CONT || opcode >= 8) {
+            conn_broken(w, c, "protocol: RSV1 on a %s frame",
+                        opcode ? "control" : "continuation");
+            return false;
+        }
+        c->msg_compressed = 1;
     }
     if (c->hdr[1] & 0x80) {
         conn_broken(w, c, "protocol: server frame is masked");
@@ -865,6 +1132,8 @@ static bool begin_frame(struct worker *w, struct conn *c)
         }
     } else if (!check_data_frame(w, c, opcode, fin, len)) {
         return false;
+    } else {
+        c->msg_wire += header_size(c->hdr[1]) + len;
     }
     c->frame_opcode = (uint8_t)opcode;
     c->frame_fin = fin;
@@ -891,8 +1160,20 @@ static bool end_frame(struct worker *w, struct conn *c)
         return false;
     }
     default:
-        if (c->frame_fin)
-            message_done(w, c);
+        if (!c->frame_fin)
+            return true;
+        if (c->msg_compressed) {
+            if (!inflate_chunk(w, c, DEFLATE_TAIL, sizeof DEFLATE_TAIL))
+                return false;
+            if (c->msg_off != opt.size) {
+                conn_broken(w, c, "echo inflates to %zu bytes, not %zu", c->msg_off,
+                            opt.size);
+                return false;
+            }
+            if (c->pmd & PMD_SERVER_NO_CTX)
+                inflateReset(c->inflater);
+        }
+        message_done(w, c);
         return true;
     }
 }
@@ -904,13 +1185,9 @@ static bool frame_payload(struct worker *w, struct conn *c, const uint8_t *p, si
         c->ctrl_len = (uint8_t)(c->ctrl_len + n);
         return true;
     }
+    if (c->msg_compressed)
+        return inflate_chunk(w, c, p, n);
     return verify_chunk(w, c, p, n);
-}
-
-static size_t header_size(uint8_t b1)
-{
-    size_t len7 = b1 & 0x7f;
-    return 2 + (len7 == 126 ? 2 : len7 == 127 ? 8 : 0) + (b1 & 0x80 ? 4 : 0);
 }
 
 static bool ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
@@ -950,9 +1227,69 @@ static bool header_value_is(const char *value, const char *want)
     return strcasecmp(value, want) == 0;
 }
 
-/* Validates the 101 response (NUL-terminated head); NULL when acceptable. */
-static const char *check_upgrade_response(char *head, const char *accept)
+/* The server's permessage-deflate answer (RFC 7692 7.1): sets *pmd;
+ * returns NULL when acceptable.  Only what we offered may come back. */
+static const char *parse_extension_answer(char *value, uint8_t *pmd)
 {
+    if (!opt.deflate)
+        return "server selected an extension that was not offered";
+    if (*pmd & PMD_ON)
+        return "server selected permessage-deflate twice";
+    char *save = NULL;
+    char *tok = strtok_r(value, ";", &save);
+    while (tok && isspace((unsigned char)*tok))
+        tok++;
+    if (!tok || strncasecmp(tok, "permessage-deflate", 18) != 0 ||
+        (tok[18] && !isspace((unsigned char)tok[18])))
+        return "server selected an extension other than permessage-deflate";
+    uint8_t flags = PMD_ON;
+    if (!opt.deflate_takeover)
+        flags |= PMD_CLIENT_NO_CTX;    /* we promised it in the offer */
+    while ((tok = strtok_r(NULL, ";", &save)) != NULL) {
+        while (isspace((unsigned char)*tok))
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && isspace((unsigned char)end[-1]))
+            *--end = '\0';
+        char *eq = strchr(tok, '=');
+        char *val = NULL;
+        if (eq) {
+            *eq = '\0';
+            val = eq + 1;
+            for (char *t = eq; t > tok && isspace((unsigned char)t[-1]);)
+                *--t = '\0';
+            while (isspace((unsigned char)*val))
+                val++;
+            if (*val == '"') {
+                val++;
+                char *q = strchr(val, '"');
+                if (q)
+                    *q = '\0';
+            }
+        }
+        if (strcasecmp(tok, "server_no_context_takeover") == 0 && !val) {
+            flags |= PMD_SERVER_NO_CTX;
+        } else if (strcasecmp(tok, "client_no_context_takeover") == 0 && !val) {
+            flags |= PMD_CLIENT_NO_CTX;
+        } else if (strcasecmp(tok, "server_max_window_bits") == 0 && val) {
+            long bits = strtol(val, &end, 10);
+            if (*end || bits < 8 || bits > 15)     /* our inflater takes any */
+                return "bad server_max_window_bits";
+        } else if (strcasecmp(tok, "client_max_window_bits") == 0) {
+            return "server sent client_max_window_bits, which was not offered";
+        } else {
+            return "unknown permessage-deflate parameter";
+        }
+    }
+    *pmd = flags;
+    return NULL;
+}
+
+/* Validates the 101 response (NUL-terminated head); NULL when acceptable.
+ * *pmd gets what permessage-deflate negotiated (0: none). */
+static const char *check_upgrade_response(char *head, const char *accept, uint8_t *pmd)
+{
+    *pmd = 0;
     if (strncmp(head, "HTTP/1.1 101", 12) != 0 && strncmp(head, "HTTP/1.0 101", 12) != 0)
         return "status is not 101";
     bool upgrade = false, connection = false, accepted = false;
@@ -976,8 +1313,11 @@ static const char *check_upgrade_response(char *head, const char *accept)
                 connection = strcasestr(value, "upgrade") != NULL;
             else if (header_value_is(line, "Sec-WebSocket-Accept"))
                 accepted = strcmp(value, accept) == 0;
-            else if (header_value_is(line, "Sec-WebSocket-Extensions"))
-                return "server selected an extension that was not offered";
+            else if (header_value_is(line, "Sec-WebSocket-Extensions")) {
+                const char *why = parse_extension_answer(value, pmd);
+                if (why)
+                    return why;
+            }
             else if (header_value_is(line, "Sec-WebSocket-Protocol") &&
                      (!opt.protocol[0] || strcmp(value, opt.protocol) != 0))
                 return "server selected a subprotocol that was not offered";
@@ -1022,13 +1362,17 @@ static bool handshake_input(struct worker *w, struct conn *c, const uint8_t *p, 
     }
     size_t head_len = (size_t)(end - hs->buf) + 4;
     hs->buf[head_len - 2] = '\0';     /* leaves "\r\n" after the last header */
-    const char *why = check_upgrade_response(hs->buf, hs->accept);
+    uint8_t pmd = 0;
+    const char *why = check_upgrade_response(hs->buf, hs->accept, &pmd);
     if (why) {
         log_bad_response(w, c, why);
         attempt_failed(w, c, 0, "handshake");
         return false;
     }
     conn_opened(w, c);
+    c->pmd = pmd;
+    if (pmd)
+        w->res.pmd_conns++;
     /* frames sent right behind the 101 must not be lost */
     bool ok = ws_input(w, c, (uint8_t *)hs->buf + head_len, hs->len - head_len) &&
               ws_input(w, c, p + take, n - take);
@@ -1388,6 +1732,14 @@ static void worker_init(struct worker *w)
     for (long i = 0; i < w->n; i++)
         w->conns[i].fd = -1;
     build_pattern(w);
+    if (opt.deflate) {
+        w->zbuf_cap = compressBound((uLong)opt.size) + 1024;
+        w->plain = malloc(opt.size);
+        w->zbuf = malloc(w->zbuf_cap);
+        w->ibuf = malloc(INFLATE_BUF_SIZE);
+        if (!w->plain || !w->zbuf || !w->ibuf)
+            die("out of memory (deflate buffers)");
+    }
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0)
         die("epoll_create1: %s", strerror(errno));
@@ -1658,13 +2010,17 @@ static void print_summary(const struct result *r, double connect_s, double cpu_s
     printf("mode=echo proto=%s conns=%ld opened=%" PRIu64 " procs=%d size=%zu type=%s "
            "depth=%d secs=%.2f msgs=%" PRIu64 " msgs_per_s=%.1f MB_per_s=%.2f "
            "p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f connect_s=%.2f errors=%" PRIu64,
-           proto, opt.conns, r->opened, opt.procs, opt.size, opt.binary ? "binary" : "text",
+           proto, opt.conns, r->opened, opt.procs, opt.size,
+           opt.json ? "json" : opt.binary ? "binary" : "text",
            opt.depth, secs, r->msgs, (double)r->msgs / secs, payload_mb / secs,
            result_percentile_us(r, 0.50), result_percentile_us(r, 0.99),
            result_percentile_us(r, 0.999), (double)r->max_ns / 1e3, connect_s, r->errors);
     if (opt.n_cpu_pids)
         printf(" server_cpu_s=%.2f server_us_per_msg=%.3f", cpu_s,
                r->msgs ? cpu_s * 1e6 / (double)r->msgs : 0.0);
+    printf(" pmd_conns=%" PRIu64 " wire_tx_per_msg=%.1f wire_rx_per_msg=%.1f", r->pmd_conns,
+           r->tx_msgs ? (double)r->wire_tx / (double)r->tx_msgs : 0.0,
+           r->msgs ? (double)r->wire_rx / (double)r->msgs : 0.0);
     putchar('\n');
 }
 
@@ -1678,6 +2034,15 @@ static int run(void)
     uint64_t t0 = now_ns();
     double connect_s = (double)(t0 - started) / 1e9;
     release_workers(kids, t0);
+    if (opt.ready_file) {
+        /* tells a driver that every connection is open or has failed:
+         * the hold (or the warmup) starts now */
+        FILE *f = fopen(opt.ready_file, "we");
+        if (f) {
+            fprintf(f, "connect_s=%.2f\n", connect_s);
+            fclose(f);
+        }
+    }
 
     uint64_t from = opt.idle ? t0 : t0 + secs_to_ns(opt.warmup);
     uint64_t to = from + secs_to_ns(opt.idle ? opt.hold : opt.duration);
@@ -1704,7 +2069,8 @@ static void usage(FILE *f)
 "       wsload --raw [options] HOST:PORT          (bench/tcpecho)\n"
 "  -c, --conns N        connections (default 64)\n"
 "  -s, --size BYTES     message payload size, k/m suffixes (default 32)\n"
-"  -t, --type T         text | binary (default text)\n"
+"  -t, --type T         text | binary | json (default text); json: realistic,\n"
+"                       compressible JSON documents, -s 32 or more\n"
 "  -d, --depth D        messages in flight per connection (default 1)\n"
 "      --duration SECS  measured time (default 10)\n"
 "      --warmup SECS    unmeasured time before it (default 1)\n"
@@ -1719,9 +2085,16 @@ static void usage(FILE *f)
 "      --timeout SECS   limit for one connect+handshake attempt and for an\n"
 "                       echo to come back (default 10)\n"
 "      --protocol NAME  send Sec-WebSocket-Protocol: NAME\n"
+"      --deflate        offer permessage-deflate with client_ and\n"
+"                       server_no_context_takeover; compress what we send,\n"
+"                       inflate and verify what comes back\n"
+"      --deflate-takeover  with --deflate: offer plain permessage-deflate\n"
+"                       (both sides keep their window between messages)\n"
+"      --deflate-level N  zlib level for what we send (default 1)\n"
 "      --raw            plain TCP echo: S bytes out, the same S bytes back\n"
 "      --cpu-pid PID[,PID...]  report CPU time of these processes\n"
 "      --cpu-children   ... including all their descendants\n"
+"      --ready-file PATH  create PATH when every connection is open or failed\n"
 "Prints one key=value summary line; exit status 1 if errors > 0.\n", f);
 }
 
@@ -1838,7 +2211,7 @@ static void parse_target(const char *url)
 enum {
     OPT_DURATION = 256, OPT_WARMUP, OPT_IDLE, OPT_HOLD, OPT_PING_AFTER, OPT_SRC_RANGE,
     OPT_RATE, OPT_MAX_PENDING, OPT_TIMEOUT, OPT_PROTOCOL, OPT_RAW, OPT_CPU_PID,
-    OPT_CPU_CHILDREN,
+    OPT_CPU_CHILDREN, OPT_READY_FILE, OPT_DEFLATE, OPT_DEFLATE_TAKEOVER, OPT_DEFLATE_LEVEL,
 };
 
 static void parse_args(int argc, char **argv)
@@ -1863,6 +2236,10 @@ static void parse_args(int argc, char **argv)
         { "raw", no_argument, NULL, OPT_RAW },
         { "cpu-pid", required_argument, NULL, OPT_CPU_PID },
         { "cpu-children", no_argument, NULL, OPT_CPU_CHILDREN },
+        { "ready-file", required_argument, NULL, OPT_READY_FILE },
+        { "deflate", no_argument, NULL, OPT_DEFLATE },
+        { "deflate-takeover", no_argument, NULL, OPT_DEFLATE_TAKEOVER },
+        { "deflate-level", required_argument, NULL, OPT_DEFLATE_LEVEL },
         { NULL, 0, NULL, 0 },
     };
     int ch;
@@ -1871,9 +2248,11 @@ static void parse_args(int argc, char **argv)
         case 'c': opt.conns = parse_long(optarg, 1, 10000000, "--conns"); break;
         case 's': opt.size = parse_size(optarg); break;
         case 't':
-            if (strcmp(optarg, "text") != 0 && strcmp(optarg, "binary") != 0)
-                die("--type must be text or binary");
+            if (strcmp(optarg, "text") != 0 && strcmp(optarg, "binary") != 0 &&
+                strcmp(optarg, "json") != 0)
+                die("--type must be text, binary or json");
             opt.binary = optarg[0] == 'b';
+            opt.json = optarg[0] == 'j';
             break;
         case 'd': opt.depth = (int)parse_long(optarg, 1, 4096, "--depth"); break;
         case 'P': opt.procs = (int)parse_long(optarg, 1, MAX_PROCS, "--procs"); break;
@@ -1896,6 +2275,12 @@ static void parse_args(int argc, char **argv)
         case OPT_RAW: opt.raw = true; break;
         case OPT_CPU_PID: parse_cpu_pids(optarg); break;
         case OPT_CPU_CHILDREN: opt.cpu_children = true; break;
+        case OPT_READY_FILE: opt.ready_file = optarg; break;
+        case OPT_DEFLATE: opt.deflate = true; break;
+        case OPT_DEFLATE_TAKEOVER: opt.deflate = opt.deflate_takeover = true; break;
+        case OPT_DEFLATE_LEVEL:
+            opt.deflate_level = (int)parse_long(optarg, 0, 9, "--deflate-level");
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -1909,6 +2294,10 @@ static void parse_args(int argc, char **argv)
         die("--conns (%ld) must be at least --procs (%d)", opt.conns, opt.procs);
     if (opt.idle)
         opt.depth = 1;
+    if (opt.json && opt.size < JSON_MIN_SIZE)
+        die("-t json needs -s %d or more", JSON_MIN_SIZE);
+    if (opt.deflate && opt.raw)
+        die("--deflate is for WebSocket, not --raw");
 }
 
 /* 100k sockets need every descriptor the hard limit allows. */

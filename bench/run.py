@@ -1,0 +1,755 @@
+#!/usr/bin/python3
+"""mod_websocket benchmarks: the `make bench` driver (docs/performance.md).
+
+    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e] [--runs 3]
+                                  [--secs 5] [--write-docs] [--keep]
+
+Needs the module and bench tools built (`make bench` does that).  Starts
+bench/tcpecho (the raw TCP reference) and private httpds (event MPM,
+generated configs in a temp dir under /tmp, free loopback ports), runs each
+scenario --runs times with the reference interleaved, and prints one line
+per figure: value, reference, ratio, target, PASS/MISS/INFO.
+
+  a      32 B text echo, 64 connections, depth 1: msgs/s vs raw TCP, and
+         server CPU us/msg; WebSocketEventThreads 1 and 2
+  b      64 KiB binary echo, 16 connections: MB/s vs raw TCP
+  c      10,000 idle sockets, one child of 25 threads: RSS per socket and
+         threads per child before/after
+  c100k  100,000 idle sockets, 8 children: all open, RSS per socket,
+         one echo on every socket after the hold
+  d      codec micro-benchmark (bench/bench_codec): masking, UTF-8
+  e      permessage-deflate: 1 KiB JSON echo, compression on vs off:
+         server CPU us/msg and wire bytes per message; zlib memory per
+         connection (bench/deflate_memory)
+
+Writes nothing outside /tmp, except docs/performance.md's results block
+with --write-docs.  Every process it starts has a bounded lifetime and is
+stopped before it exits.
+"""
+
+import argparse
+import datetime
+import os
+import platform
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+APACHE = "/usr/sbin/apache2"
+MODDIR = "/usr/lib/apache2/modules"
+MODULE = os.path.join(REPO, ".libs", "mod_websocket.so")
+ECHO = os.path.join(REPO, "plugins", ".libs", "mod_websocket_echo.so")
+WSLOAD = os.path.join(BENCH, "wsload")
+TCPECHO = os.path.join(BENCH, "tcpecho")
+CODEC = os.path.join(BENCH, "bench_codec")
+DEFMEM = os.path.join(BENCH, "deflate_memory")
+DOC = os.path.join(REPO, "docs", "performance.md")
+DOC_BEGIN = "<!-- bench/run.py results: begin -->"
+DOC_END = "<!-- bench/run.py results: end -->"
+
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e")
+
+# Every figure of the run, for the summary and --write-docs.
+FIGURES = []
+
+
+class BenchError(Exception):
+    pass
+
+
+def log(msg):
+    print("# " + msg, file=sys.stderr, flush=True)
+
+
+def free_port():
+    """A free loopback port below the ephemeral range."""
+    rnd = random.Random()
+    for _ in range(200):
+        port = rnd.randrange(20000, 32000)
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
+    raise BenchError("no free port")
+
+
+def wait_listening(port, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise BenchError("nothing listens on port %d" % port)
+
+
+def proc_status(pid):
+    """VmRSS (KiB) and Threads of a process, from /proc/PID/status."""
+    out = {}
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                if k in ("VmRSS", "Threads"):
+                    out[k] = int(v.split()[0])
+    except OSError:
+        pass
+    return out
+
+
+def fd_count(pid):
+    try:
+        return len(os.listdir("/proc/%d/fd" % pid))
+    except OSError:
+        return -1
+
+
+def meminfo_kib(key):
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+# ---- processes ---------------------------------------------------------------
+
+class Httpd:
+    """A private httpd (event MPM) with mod_websocket and the echo plugin at
+    /echo (compression as configured) and /echo-nc (compression off)."""
+
+    def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
+                 event_threads=None, extra="", location_extra=""):
+        self.root = os.path.join(workdir, "httpd-" + name)
+        os.makedirs(os.path.join(self.root, "logs"))
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        self.conf = os.path.join(self.root, "httpd.conf")
+        self.error_log = os.path.join(self.root, "logs", "error_log")
+        self.proc = None
+        user = ""
+        if os.geteuid() == 0:
+            user = "User www-data\nGroup www-data\n"
+        et = ("WebSocketEventThreads %d\n" % event_threads
+              if event_threads is not None else "")
+        workers = threads_per_child * server_limit
+        conf = """\
+ServerRoot "{root}"
+DefaultRuntimeDir "{root}/logs"
+PidFile "{root}/logs/httpd.pid"
+Listen 127.0.0.1:{port}
+ServerName 127.0.0.1:{port}
+LoadModule mpm_event_module {moddir}/mod_mpm_event.so
+LoadModule authz_core_module {moddir}/mod_authz_core.so
+LoadModule websocket_module "{module}"
+{user}
+StartServers {limit}
+ServerLimit {limit}
+ThreadLimit {tpc}
+ThreadsPerChild {tpc}
+MaxRequestWorkers {workers}
+MinSpareThreads 1
+MaxSpareThreads {workers}
+MaxConnectionsPerChild 0
+AsyncRequestWorkerFactor 1000
+ListenBacklog 4096
+Timeout 30
+KeepAlive On
+GracefulShutdownTimeout 5
+ErrorLog "{root}/logs/error_log"
+LogLevel warn
+{et}{extra}
+<Location /echo>
+    SetHandler websocket-handler
+    WebSocketHandler "{echo}" echo_init
+    WebSocketOriginCheck Off
+{location_extra}
+</Location>
+<Location /echo-nc>
+    SetHandler websocket-handler
+    WebSocketHandler "{echo}" echo_init
+    WebSocketOriginCheck Off
+    WebSocketCompression Off
+</Location>
+""".format(root=self.root, port=self.port, moddir=MODDIR, module=MODULE,
+           user=user, limit=server_limit, tpc=threads_per_child,
+           workers=workers, et=et, extra=extra, echo=ECHO,
+           location_extra=location_extra)
+        with open(self.conf, "w") as f:
+            f.write(conf)
+
+    def url(self, path="/echo"):
+        return "ws://127.0.0.1:%d%s" % (self.port, path)
+
+    def start(self, expect_children=1, timeout=30.0):
+        self.proc = subprocess.Popen(
+            [APACHE, "-f", self.conf, "-DFOREGROUND"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.root, "logs", "stderr"), "wb"),
+            start_new_session=True, cwd=self.root)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise BenchError("httpd exited at start:\n" + self.log_tail())
+            if "resuming normal" in self.log_tail() and \
+                    len(self.children()) >= expect_children and self._http_ok():
+                time.sleep(0.3)      # children finish starting their threads
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise BenchError("httpd did not start:\n" + self.log_tail())
+
+    def _http_ok(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port),
+                                          timeout=2) as s:
+                s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close"
+                          b"\r\n\r\n")
+                return s.recv(16).startswith(b"HTTP/")
+        except OSError:
+            return False
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def children(self):
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                out.append(int(d))
+        return sorted(out)
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.error_log, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.kill(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # any straggler
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            pass
+        self.proc = None
+
+
+class TcpEcho:
+    def __init__(self, threads=1, duration=600):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [TCPECHO, "-p", str(self.port), "-T", str(threads),
+             "--duration", str(int(duration))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_listening(self.port)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def url(self):
+        return "tcp://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def parse_summary(line):
+    out = {}
+    for tok in line.split():
+        k, _, v = tok.partition("=")
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = v
+    return out
+
+
+def wsload(args, timeout, check=True):
+    """Runs wsload; returns its summary as a dict (numbers as floats)."""
+    cmd = [WSLOAD] + [str(a) for a in args]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BenchError("wsload did not finish in %ss: %s"
+                         % (timeout, " ".join(cmd)))
+    lines = p.stdout.strip().splitlines()
+    if not lines:
+        raise BenchError("wsload printed nothing (%d): %s\n%s"
+                         % (p.returncode, " ".join(cmd), p.stderr[-2000:]))
+    r = parse_summary(lines[-1])
+    r["_stderr"] = p.stderr
+    r["_cmd"] = " ".join(os.path.relpath(a, REPO) if a.startswith(REPO)
+                         else a for a in cmd)
+    if check and p.returncode != 0:
+        log("wsload exit %d: %s\n%s" % (p.returncode, r["_cmd"],
+                                          p.stderr[-1500:]))
+    return r
+
+
+def echo_args(secs, conns, size, typ="text", extra=()):
+    return ["-c", conns, "-s", size, "-t", typ, "-d", 1, "--duration", secs,
+            "--warmup", 1, "--timeout", 10] + list(extra)
+
+
+def median(rs, key):
+    return statistics.median(r[key] for r in rs)
+
+
+def spread(rs, key, fmt="%.3g"):
+    return "[" + " ".join(fmt % r[key] for r in rs) + "]"
+
+
+# ---- figures -------------------------------------------------------------------
+
+def figure(fid, what, value, ref=None, ratio=None, target=None, ok=None,
+           runs=None, command=None):
+    """One line: id, what, value, reference, ratio, target, verdict."""
+    verdict = "INFO" if ok is None else ("PASS" if ok else "MISS")
+    parts = ["%-8s %s: %s" % (fid, what, value)]
+    if ref is not None:
+        parts.append("ref %s" % ref)
+    if ratio is not None:
+        parts.append("ratio %.2fx" % ratio)
+    if target is not None:
+        parts.append("target %s" % target)
+    parts.append(verdict)
+    line = " | ".join(parts)
+    if runs:
+        line += "   " + runs
+    print(line, flush=True)
+    FIGURES.append(dict(id=fid, what=what, value=value, ref=ref or "",
+                        ratio="%.2fx" % ratio if ratio is not None else "",
+                        target=target or "", verdict=verdict,
+                        command=command or ""))
+
+
+def k(n):
+    return "%.1fk" % (n / 1e3)
+
+
+# ---- scenarios -----------------------------------------------------------------
+
+def scenario_ab(args, work, which):
+    secs, runs = args.secs, args.runs
+    per_run = secs + 1 + 15
+    echo = TcpEcho(threads=1, duration=runs * per_run * 4 + 60)
+    servers = {}
+    try:
+        ets = (1, 2) if "a" in which else (2,)
+        for et in ets:
+            servers[et] = Httpd(work, "et%d" % et, event_threads=et).start()
+        if "a" in which:
+            raw, ws = [], {et: [] for et in ets}
+            for i in range(runs):
+                log("a: run %d/%d" % (i + 1, runs))
+                raw.append(wsload(["--raw"] + echo_args(secs, 64, 32) +
+                                  ["--cpu-pid", echo.pid, echo.url()],
+                                  per_run + 30))
+                for et in ets:
+                    h = servers[et]
+                    ws[et].append(wsload(echo_args(secs, 64, 32) +
+                                         ["--cpu-pid", h.pid, "--cpu-children",
+                                          h.url()], per_run + 30))
+            raw_m = median(raw, "msgs_per_s")
+            raw_us = median(raw, "server_us_per_msg")
+            for et in ets:
+                m = median(ws[et], "msgs_per_s")
+                us = median(ws[et], "server_us_per_msg")
+                p50 = median(ws[et], "p50_us")
+                figure("a.rate.et%d" % et,
+                       "32 B echo, 64 conns, WebSocketEventThreads %d, msgs/s"
+                       % et, k(m), "raw TCP %s" % k(raw_m), m / raw_m,
+                       ">= 0.90x", m / raw_m >= 0.90,
+                       "ws %s raw %s" % (spread(ws[et], "msgs_per_s"),
+                                         spread(raw, "msgs_per_s")),
+                       "--only a")
+                figure("a.cpu.et%d" % et,
+                       "32 B echo, WebSocketEventThreads %d, server CPU us/msg"
+                       % et, "%.2f us" % us, "tcpecho %.2f us" % raw_us,
+                       us / raw_us, "<= 5.5 us", us <= 5.5,
+                       "ws %s" % spread(ws[et], "server_us_per_msg"),
+                       "--only a")
+                figure("a.p50.et%d" % et,
+                       "32 B echo, WebSocketEventThreads %d, p50 RTT" % et,
+                       "%.0f us" % p50,
+                       "raw TCP %.0f us" % median(raw, "p50_us"),
+                       p50 / median(raw, "p50_us"), command="--only a")
+        if "b" in which:
+            h = servers[2]
+            raw, ws = [], []
+            for i in range(runs):
+                log("b: run %d/%d" % (i + 1, runs))
+                raw.append(wsload(["--raw"] + echo_args(secs, 16, "64k",
+                                                        "binary") +
+                                  ["--cpu-pid", echo.pid, echo.url()],
+                                  per_run + 30))
+                ws.append(wsload(echo_args(secs, 16, "64k", "binary") +
+                                 ["--cpu-pid", h.pid, "--cpu-children",
+                                  h.url()], per_run + 30))
+            m, raw_m = median(ws, "MB_per_s"), median(raw, "MB_per_s")
+            figure("b.rate", "64 KiB binary echo, 16 conns, MB/s (one way)",
+                   "%.0f MB/s" % m, "raw TCP %.0f MB/s" % raw_m, m / raw_m,
+                   ">= 0.85x", m / raw_m >= 0.85,
+                   "ws %s raw %s" % (spread(ws, "MB_per_s"),
+                                     spread(raw, "MB_per_s")), "--only b")
+            us, raw_us = (median(ws, "server_us_per_msg"),
+                          median(raw, "server_us_per_msg"))
+            figure("b.cpu", "64 KiB binary echo, server CPU us/msg",
+                   "%.1f us" % us, "tcpecho %.1f us" % raw_us, us / raw_us,
+                   command="--only b")
+    finally:
+        for h in servers.values():
+            h.stop()
+        echo.stop()
+
+
+def httpd_mem(h):
+    kids = h.children()
+    st = {pid: proc_status(pid) for pid in kids}
+    return (sum(s.get("VmRSS", 0) for s in st.values()),
+            {pid: s.get("Threads", 0) for pid, s in st.items()})
+
+
+def idle_run(h, work, conns, procs, hold, rate, fid, ping_target=True):
+    """Opens conns idle sockets; samples httpd's RSS and threads before and
+    once all are open; then one echo on each.  Returns the figures' data."""
+    rss0, thr0 = httpd_mem(h)
+    slab0 = meminfo_kib("Slab")
+    ready = os.path.join(work, "ready-%s" % fid)
+    args = ["--idle", "-c", conns, "-P", procs, "--hold", hold,
+            "--ping-after", "--rate", rate, "--timeout", 20,
+            "--ready-file", ready, "--cpu-pid", h.pid, "--cpu-children",
+            h.url()]
+    cmd = [WSLOAD] + [str(a) for a in args]
+    budget = conns / (rate * procs) + hold + 90
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, stdin=subprocess.DEVNULL)
+    sample = None
+    try:
+        end = time.monotonic() + budget
+        while time.monotonic() < end and p.poll() is None:
+            if os.path.exists(ready):
+                time.sleep(min(3.0, hold / 3))      # the hand-overs settle
+                rss1, thr1 = httpd_mem(h)
+                fds = {pid: fd_count(pid) for pid in h.children()}
+                sample = (rss1, thr1, meminfo_kib("Slab"), fds)
+                break
+            time.sleep(0.1)
+        out, err = p.communicate(timeout=max(10, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        out, err = p.communicate()
+        raise BenchError("wsload --idle did not finish in %ds" % budget)
+    r = parse_summary(out.strip().splitlines()[-1]) if out.strip() else {}
+    if p.returncode != 0:
+        log("wsload --idle exit %d:\n%s" % (p.returncode, err[-2000:]))
+    if sample is None:
+        raise BenchError("wsload never reported all connections open:\n"
+                         + err[-2000:])
+    rss1, thr1, slab1, fds = sample
+    return dict(r=r, rss0=rss0, rss1=rss1, thr0=thr0, thr1=thr1,
+                slab_delta=slab1 - slab0, fds=fds, stderr=err,
+                cmd=" ".join(os.path.relpath(a, REPO) if a.startswith(REPO)
+                             else a for a in cmd))
+
+
+def report_idle(fid, d, conns, note):
+    r = d["r"]
+    opened = int(r.get("opened", 0))
+    figure("%s.open" % fid, "%d idle sockets (%s): opened" % (conns, note),
+           "%d" % opened, "%d asked" % conns, opened / conns, "all",
+           opened == conns, "connect %.1f s" % r.get("connect_s", 0),
+           "--only %s" % fid)
+    per = (d["rss1"] - d["rss0"]) / conns
+    figure("%s.rss" % fid, "httpd RSS per idle socket (children, VmRSS)",
+           "%.2f KiB" % per, "%d -> %d KiB" % (d["rss0"], d["rss1"]),
+           None, "<= 8 KiB", per <= 8, command="--only %s" % fid)
+    figure("%s.kmem" % fid, "kernel slab per socket pair (both ends, "
+           "machine-wide)", "%.2f KiB" % (d["slab_delta"] / conns),
+           command="--only %s" % fid)
+    t0 = sorted(d["thr0"].values())
+    t1 = sorted(d["thr1"].values())
+    figure("%s.threads" % fid, "threads per child before -> after",
+           "%s -> %s" % (t0, t1), ok=(t0 == t1),
+           target="unchanged", command="--only %s" % fid)
+    figure("%s.spread" % fid, "sockets per child (open fds)",
+           "%s" % sorted(d["fds"].values()), command="--only %s" % fid)
+    echoed = int(r.get("echoed", 0))
+    figure("%s.ping" % fid, "echo on every socket after the hold",
+           "%d echoed" % echoed, "%d open" % opened,
+           echoed / conns, "all", echoed == conns and r.get("errors", 1) == 0,
+           "errors %d" % r.get("errors", -1), "--only %s" % fid)
+
+
+def scenario_c(args, work):
+    h = Httpd(work, "c10k", threads_per_child=25, server_limit=1).start()
+    try:
+        log("c: 10,000 idle sockets")
+        d = idle_run(h, work, 10000, 2, 8, 2000, "c")
+        report_idle("c", d, 10000, "1 child x 25 threads")
+    finally:
+        h.stop()
+
+
+def scenario_c100k(args, work):
+    children = args.children
+    h = Httpd(work, "c100k", threads_per_child=25,
+              server_limit=children).start(expect_children=children)
+    try:
+        log("c100k: 100,000 idle sockets (%d children, 8 client procs)"
+            % children)
+        d = idle_run(h, work, 100000, max(8, children), 10, 1500, "c100k")
+        report_idle("c100k", d, 100000, "%d children x 25 threads" % children)
+        if d["stderr"].strip():
+            log("wsload stderr:\n" + d["stderr"][-1500:])
+    finally:
+        h.stop()
+
+
+def scenario_d(args, work):
+    p = subprocess.run([CODEC, "0.5"], capture_output=True, text=True,
+                       timeout=120)
+    if p.returncode != 0:
+        raise BenchError("bench_codec failed: " + p.stderr)
+    memcpy = None
+    for line in p.stdout.splitlines():
+        f = line.split()
+        if not f or f[0].startswith("#") or len(f) < 4:
+            continue
+        if f[0].startswith("memcpy"):
+            memcpy = "%s %s" % (f[1], f[2])
+        if f[0].startswith(("mask", "unmask", "utf8", "parse")):
+            figure("d." + f[0], "codec " + f[0], "%s %s" % (f[1], f[2]),
+                   "memcpy %s" % memcpy, float(f[3]), command="--only d")
+
+
+def scenario_e(args, work):
+    secs, runs = args.secs, args.runs
+    per_run = secs + 1 + 15
+    h = Httpd(work, "deflate").start()
+    ht = Httpd(work, "deflate-takeover", location_extra=(
+        "    WebSocketCompressionServerContextTakeover On\n"
+        "    WebSocketCompressionClientContextTakeover On\n")).start()
+    try:
+        on, off, tk = [], [], []
+        for i in range(runs):
+            log("e: run %d/%d" % (i + 1, runs))
+            base = echo_args(secs, 64, "1k", "json", ["--deflate"])
+            on.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
+                                     h.url("/echo")], per_run + 30))
+            off.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
+                                      h.url("/echo-nc")], per_run + 30))
+            tk.append(wsload(echo_args(secs, 64, "1k", "json",
+                                       ["--deflate-takeover"]) +
+                             ["--cpu-pid", ht.pid, "--cpu-children",
+                              ht.url("/echo")], per_run + 30))
+        for rs, name in ((on, "on"), (off, "off"), (tk, "takeover")):
+            if any(int(r.get("pmd_conns", -1)) != (0 if name == "off" else 64)
+                   for r in rs):
+                log("e: %s runs negotiated permessage-deflate on %s conns"
+                    % (name, [r.get("pmd_conns") for r in rs]))
+        us_on, us_off, us_tk = (median(on, "server_us_per_msg"),
+                                median(off, "server_us_per_msg"),
+                                median(tk, "server_us_per_msg"))
+        figure("e.cpu", "1 KiB JSON echo, 64 conns, compression on "
+               "(no context takeover), server CPU us/msg", "%.2f us" % us_on,
+               "compression off %.2f us" % us_off, us_on / us_off, "<= 3x",
+               us_on / us_off <= 3,
+               "on %s off %s" % (spread(on, "server_us_per_msg"),
+                                 spread(off, "server_us_per_msg")), "--only e")
+        figure("e.cpu.takeover", "same, both context takeovers on, server "
+               "CPU us/msg", "%.2f us" % us_tk,
+               "compression off %.2f us" % us_off, us_tk / us_off,
+               command="--only e")
+        for rs, name in ((on, "on"), (off, "off"), (tk, "takeover")):
+            figure("e.rate.%s" % name, "1 KiB JSON echo msgs/s, compression %s"
+                   % name, k(median(rs, "msgs_per_s")),
+                   "compression off %s" % k(median(off, "msgs_per_s")),
+                   median(rs, "msgs_per_s") / median(off, "msgs_per_s"),
+                   command="--only e")
+        for rs, name in ((on, "on"), (off, "off"), (tk, "takeover")):
+            tx, rx = median(rs, "wire_tx_per_msg"), median(rs, "wire_rx_per_msg")
+            figure("e.wire.%s" % name, "wire bytes/msg, compression %s: "
+                   "client->server, server->client" % name,
+                   "%.0f B, %.0f B" % (tx, rx), "payload 1024 B",
+                   rx / 1024.0, command="--only e")
+    finally:
+        h.stop()
+        ht.stop()
+    p = subprocess.run([DEFMEM], capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise BenchError("deflate_memory failed: " + p.stderr)
+    for line in p.stdout.splitlines():
+        m = re.match(r"\|\s*(\d+)\s*\|\s*(on|off)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|"
+                     r"\s*(\d+)\s*\|\s*(\d+)\s*\|\s*(\d+)\s*\|", line)
+        if m:
+            bits, ctx, dpeak, didle, ipeak, iidle, idle = m.groups()
+            figure("e.zmem.w%s.%s" % (bits, ctx),
+                   "zlib bytes/conn, window %s, context takeover %s: "
+                   "idle, busy peak" % (bits, ctx),
+                   "%.0f KiB idle, %.0f KiB peak"
+                   % (int(idle) / 1024, (int(dpeak) + int(ipeak)) / 1024),
+                   command="--only e")
+
+
+# ---- docs ----------------------------------------------------------------------
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return "%d x %s, Linux %s, %s" % (os.cpu_count(), cpu, platform.release(),
+                                      subprocess.run(
+                                          [APACHE, "-v"], capture_output=True,
+                                          text=True).stdout.split("\n")[0]
+                                      .replace("Server version: ", ""))
+
+
+def write_docs(args):
+    with open(DOC) as f:
+        text = f.read()
+    if DOC_BEGIN not in text or DOC_END not in text:
+        raise BenchError("%s lacks the results markers" % DOC)
+    rows = ["", "Run of %s on %s; %d runs of %d s per figure, medians."
+            % (datetime.date.today().isoformat(), machine(), args.runs,
+               args.secs), "",
+            "| id | figure | value | reference | ratio | target | |",
+            "|---|---|---|---|---|---|---|"]
+    for f in FIGURES:
+        rows.append("| %s | %s | %s | %s | %s | %s | %s |" % (
+            f["id"], f["what"], f["value"], f["ref"], f["ratio"],
+            f["target"], f["verdict"]))
+    rows.append("")
+    head, rest = text.split(DOC_BEGIN, 1)
+    _, tail = rest.split(DOC_END, 1)
+    with open(DOC, "w") as f:
+        f.write(head + DOC_BEGIN + "\n".join(rows) + "\n" + DOC_END + tail)
+    log("wrote %s" % DOC)
+
+
+# ---- main ----------------------------------------------------------------------
+
+def check_built(which):
+    need = [WSLOAD, TCPECHO, MODULE, ECHO]
+    if "d" in which:
+        need.append(CODEC)
+    if "e" in which:
+        need.append(DEFMEM)
+    missing = [p for p in need if not os.path.exists(p)]
+    if missing:
+        raise BenchError("not built: %s (run `make bench`)"
+                         % ", ".join(os.path.relpath(p, REPO)
+                                     for p in missing))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", default=",".join(SCENARIOS),
+                    help="comma-separated scenarios: %s" % ",".join(SCENARIOS))
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=5,
+                    help="measured seconds per echo run (plus 1 s warmup)")
+    ap.add_argument("--write-docs", action="store_true",
+                    help="replace the results block of docs/performance.md")
+    ap.add_argument("--children", type=int, default=8,
+                    help="c100k: httpd children (ServerLimit), default 8")
+    ap.add_argument("--keep", action="store_true",
+                    help="keep the temp dir (configs, error logs)")
+    args = ap.parse_args(argv)
+    which = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in which if s not in SCENARIOS]
+    if bad or not 1 <= args.runs <= 9 or not 1 <= args.secs <= 30:
+        ap.error("bad --only/--runs/--secs")
+    check_built(which)
+    work = tempfile.mkdtemp(prefix="wsbench-")
+    os.chmod(work, 0o755)
+    def on_term(signum, frame):
+        raise KeyboardInterrupt()
+    signal.signal(signal.SIGTERM, on_term)
+    failures = 0
+    log("machine: %s" % machine())
+    try:
+        steps = [("a", lambda: scenario_ab(args, work, which)),
+                 ("d", lambda: scenario_d(args, work)),
+                 ("e", lambda: scenario_e(args, work)),
+                 ("c", lambda: scenario_c(args, work)),
+                 ("c100k", lambda: scenario_c100k(args, work))]
+        done_ab = False
+        for name, fn in steps:
+            if name == "a":
+                if ("a" in which or "b" in which) and not done_ab:
+                    done_ab = True
+                else:
+                    continue
+            elif name not in which:
+                continue
+            try:
+                fn()
+            except BenchError as e:
+                failures += 1
+                print("%-8s FAILED: %s" % (name, e), flush=True)
+    finally:
+        if args.keep:
+            log("kept %s" % work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.write_docs:
+        write_docs(args)
+    misses = sum(1 for f in FIGURES if f["verdict"] == "MISS")
+    print("summary: %d figures, %d PASS, %d MISS, %d scenario failures"
+          % (len(FIGURES), sum(1 for f in FIGURES if f["verdict"] == "PASS"),
+             misses, failures), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
