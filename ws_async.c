@@ -36,7 +36,10 @@
 #include "ap_mpm.h"
 #include "mpm_common.h"
 #include "apr_atomic.h"
+#include "apr_optional.h"
 #include "apr_poll.h"
+#include "apr_network_io.h"
+#include <sys/uio.h>
 #include "apr_thread_pool.h"
 #include "apr_thread_proc.h"
 
@@ -85,6 +88,13 @@ typedef struct async_conn {
     apr_bucket_brigade *in;
     apr_bucket_brigade *held;        /* taken from the queue, not yet passed */
     apr_bucket_brigade *out;
+    /* Direct mode: the filter chain is the core's alone, so the loop reads
+     * and writes the socket itself, as the core filters would but without
+     * their 8 KB reads, extra empty reads and buckets. */
+    int direct;
+    apr_socket_t *sock;
+    ws_out_frame *sending;           /* taken from the queue, being written */
+    apr_size_t sent;                 /* bytes of the first one written */
     apr_time_t handed_over;
     apr_time_t linger_until;
     int on_dirty;                    /* under loop->lock */
@@ -119,6 +129,9 @@ struct ws_loop {
 
 static ws_loop *loops;
 static int loop_count;
+/* mod_logio's byte counters (%I, %O), for what direct mode moves. */
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_add_bytes_in;
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_add_bytes_out;
 static apr_thread_pool_t *dispatch_pool;
 static apr_thread_mutex_t *dispatch_lock;
 static apr_uint32_t next_loop;
@@ -195,6 +208,63 @@ static apr_status_t next_write_chunk(async_conn *ac)
     return APR_SUCCESS;
 }
 
+#define DIRECT_IOVECS 64
+
+/* Drops the first 'written' bytes of the frames being sent. */
+static void advance_sending(async_conn *ac, apr_size_t written)
+{
+    while (ac->sending && written >= ac->sending->len - ac->sent) {
+        ws_out_frame *done = ac->sending;
+
+        written -= done->len - ac->sent;
+        ac->sending = done->next;
+        ac->sent = 0;
+        free(done);
+    }
+    ac->sent += written;
+}
+
+/* Direct mode: one writev for as many queued frames as fit, until the
+ * socket is full. */
+static apr_status_t write_direct(async_conn *ac)
+{
+    for (;;) {
+        struct iovec vec[DIRECT_IOVECS];
+        apr_size_t total = 0, written = 0;
+        ws_out_frame *f;
+        apr_status_t rv;
+        int n = 0;
+
+        if (!ac->sending) {
+            ac->sending = ws_conn_take_output(ac->wc);
+            for (f = ac->sending; f; f = f->next) {
+                ac->wc->msgs_out++;
+            }
+            if (!ac->sending) {
+                return APR_SUCCESS;
+            }
+        }
+        for (f = ac->sending; f && n < DIRECT_IOVECS; f = f->next, n++) {
+            apr_size_t skip = (f == ac->sending) ? ac->sent : 0;
+
+            vec[n].iov_base = f->bytes + skip;
+            vec[n].iov_len = f->len - skip;
+            total += vec[n].iov_len;
+        }
+        rv = apr_socket_sendv(ac->sock, vec, n, &written);
+        if (written && logio_add_bytes_out) {
+            logio_add_bytes_out(ac->c, (apr_off_t)written);
+        }
+        advance_sending(ac, written);
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && written < total)) {
+            return APR_SUCCESS;          /* socket full: wait for POLLOUT */
+        }
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+}
+
 /* Writes what the socket takes now.  Output that remains is either set
  * aside in the core filter or held here; the queue behind it is what
  * WebSocketSendQueueLimit bounds. */
@@ -203,6 +273,9 @@ static apr_status_t write_some(async_conn *ac)
     conn_rec *c = ac->c;
     apr_status_t rv;
 
+    if (ac->direct) {
+        return write_direct(ac);
+    }
     for (;;) {
         if (c->data_in_output_filters) {
             if ((rv = push_set_aside(c)) != APR_SUCCESS) {
@@ -231,7 +304,8 @@ static apr_status_t write_some(async_conn *ac)
 
 static int output_pending(async_conn *ac)
 {
-    return ac->c->data_in_output_filters || !APR_BRIGADE_EMPTY(ac->held);
+    return ac->sending || ac->c->data_in_output_filters
+           || !APR_BRIGADE_EMPTY(ac->held);
 }
 
 /* ---- slow plugins: messages run on dispatch threads ---- */
@@ -419,6 +493,8 @@ static void finish(async_conn *ac, apr_time_t now)
     }
     apr_brigade_cleanup(ac->held);
     apr_brigade_cleanup(ac->in);
+    ws_out_frames_free(ac->sending);
+    ac->sending = NULL;
     ac->wc = NULL;
 
     /* Writes the access log line (EOR bucket) and frees r->pool. */
@@ -468,10 +544,42 @@ static void linger(async_conn *ac, apr_time_t now)
 
 /* ---- driving a connection ---- */
 
+/* Direct mode: reads until the socket has no more for now; a short read
+ * says so without another (empty) read, as the poll is level-triggered. */
+static apr_status_t read_direct(async_conn *ac)
+{
+    ws_conn *wc = ac->wc;
+    uint8_t *scratch = ac->loop->scratch;
+
+    while (!wc->peer_closed && !wc->paused) {
+        apr_size_t len = LOOP_READ_SIZE;
+        apr_status_t rv = apr_socket_recv(ac->sock, (char *)scratch, &len);
+
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS || len == 0) {
+            return rv == APR_SUCCESS ? APR_EOF : rv;
+        }
+        if (logio_add_bytes_in) {
+            logio_add_bytes_in(ac->c, (apr_off_t)len);
+        }
+        if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
+            return rv;
+        }
+        if (len < LOOP_READ_SIZE) {
+            return APR_SUCCESS;
+        }
+    }
+    return APR_SUCCESS;
+}
+
 static void read_in(async_conn *ac)
 {
-    apr_status_t rv = ws_conn_read_available(ac->wc, ac->in, ac->loop->scratch,
-                                             LOOP_READ_SIZE);
+    apr_status_t rv = ac->direct
+        ? read_direct(ac)
+        : ws_conn_read_available(ac->wc, ac->in, ac->loop->scratch,
+                                 LOOP_READ_SIZE);
 
     if (rv != APR_SUCCESS) {
         ws_conn_abort(ac->wc, rv, rv == APR_EOF ? "peer closed the TCP "
@@ -554,6 +662,24 @@ static void announce_stop(ws_loop *loop)
     }
 }
 
+/* Only the core's filters on the connection (no mod_ssl, no third-party
+ * connection filter; mod_logio's input counter is fine, its counts are
+ * kept by hand): reading and writing the socket directly is then exactly
+ * what the filters would do. */
+static int core_filters_only(conn_rec *c)
+{
+    ap_filter_t *in = c->input_filters;
+
+    if (in && logio_add_bytes_in && !strcasecmp(in->frec->name,
+                                                "log_input_output")) {
+        in = in->next;
+    }
+    return in && c->output_filters
+           && in->frec == ap_core_input_filter_handle && !in->next
+           && c->output_filters->frec == ap_core_output_filter_handle
+           && !c->output_filters->next;
+}
+
 static void adopt(ws_loop *loop, async_conn *ac, apr_time_t now)
 {
     ac->phase = AC_OPEN;
@@ -568,6 +694,21 @@ static void adopt(ws_loop *loop, async_conn *ac, apr_time_t now)
     /* Bytes that came with the handshake wait in the input filters, where
      * polling the socket would never see them: read before polling. */
     service(ac, APR_POLLIN, now);
+    if (ac->phase == AC_OPEN && core_filters_only(ac->c) && !ac->wc->paused
+        && !ac->wc->peer_closed && APR_BRIGADE_EMPTY(ac->held)
+        && !ac->c->data_in_output_filters) {
+        /* The filters hold nothing now: from here on the socket alone. */
+        ac->direct = 1;
+        ac->sock = ap_get_conn_socket(ac->c);
+        apr_socket_timeout_set(ac->sock, 0);
+    }
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "WebSocket on event loop "
+                  "%d, %s I/O (in: %s%s, out: %s%s)", loop->index,
+                  ac->direct ? "direct socket" : "connection filter",
+                  ac->c->input_filters->frec->name,
+                  ac->c->input_filters->next ? ",..." : "",
+                  ac->c->output_filters->frec->name,
+                  ac->c->output_filters->next ? ",..." : "");
 }
 
 static void adopt_inbox(ws_loop *loop, apr_time_t now)
@@ -874,6 +1015,8 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
         return;
     }
     start_dispatch_pool(pchild, s, dispatch_threads);
+    logio_add_bytes_in = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
+    logio_add_bytes_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
     loops = apr_pcalloc(pchild, sizeof(*loops) * (apr_size_t)threads);
     for (i = 0; i < threads; i++) {
         apr_status_t rv = start_loop(pchild, &loops[i], i, 512);

@@ -183,7 +183,6 @@ static void CALLBACK server_close(const WebSocketServer *server)
 
 /* ---- creation ---- */
 
-static void free_frames(ws_out_frame *f);
 
 /* What the connection holds outside its pool: the codec's buffers and
  * frames queued but never written (a refused or aborted connection). */
@@ -193,7 +192,7 @@ static apr_status_t release_conn(void *data)
 
     ws_parser_destroy(wc->parser);
     wc->parser = NULL;
-    free_frames(wc->out_head);
+    ws_out_frames_free(wc->out_head);
     wc->out_head = wc->out_tail = NULL;
     ws_deflate_destroy(wc->deflate);
     wc->deflate = NULL;
@@ -315,7 +314,7 @@ static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
     return f;
 }
 
-static void free_frames(ws_out_frame *f)
+void ws_out_frames_free(ws_out_frame *f)
 {
     while (f) {
         ws_out_frame *next = f->next;
@@ -698,8 +697,7 @@ static apr_status_t keep_unparsed(ws_conn *wc, const uint8_t *rest, size_t len)
     return APR_SUCCESS;
 }
 
-/* Feeds scratch[0..len) and keeps what a pause left unparsed. */
-static apr_status_t feed_or_keep(ws_conn *wc, uint8_t *scratch, size_t len)
+apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len)
 {
     size_t used = ws_conn_feed(wc, scratch, len);
 
@@ -722,7 +720,7 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
     free(wc->unparsed);
     wc->unparsed = NULL;
     wc->unparsed_len = 0;
-    return feed_or_keep(wc, scratch, len < size ? len : size);
+    return ws_conn_feed_input(wc, scratch, len < size ? len : size);
 }
 
 /* ---- I/O helpers shared by the engines ---- */
@@ -755,7 +753,7 @@ apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
              * the end of the stream comes as EOS. */
             return eos ? APR_EOF : APR_SUCCESS;
         }
-        if ((rv = feed_or_keep(wc, scratch, len)) != APR_SUCCESS) {
+        if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
             return rv;
         }
         if (eos) {
@@ -848,7 +846,7 @@ void ws_conn_finish(ws_conn *wc)
     wc->out_head = wc->out_tail = NULL;
     wc->out_bytes = wc->out_control_bytes = 0;
     apr_thread_mutex_unlock(wc->lock);
-    free_frames(unsent);
+    ws_out_frames_free(unsent);
 
     if (wc->plugin->on_disconnect) {
         wc->plugin->on_disconnect(wc->plugin_private, &wc->server);

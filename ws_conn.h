@@ -181,6 +181,10 @@ int ws_conn_connect_plugin(ws_conn *wc);
  * (a message went to a dispatch thread). */
 size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
 
+/* Feeds bytes the engine read itself (scratch: len + 1 writable bytes);
+ * what a pause leaves unparsed is kept for ws_conn_resume. */
+apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len);
+
 /* The engine's dispatch of a message finished: parses what was left
  * unparsed when it paused (scratch: size + 1 bytes). */
 apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
@@ -191,6 +195,9 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
  * the peer has gone, another error when reading failed. */
 apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
                                     uint8_t *scratch, apr_size_t size);
+
+/* Frees a list of frames taken with ws_conn_take_output. */
+void ws_out_frames_free(ws_out_frame *f);
 
 /* A heap bucket that takes over a queued frame without copying it. */
 apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba);
