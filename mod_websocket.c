@@ -39,7 +39,7 @@ module AP_MODULE_DECLARE_DATA websocket_module;
 #define WS_VERSIONS_HDR   "13, 8, 7"
 
 /* WebSocketEventThreads: event-loop threads per child (event MPM). */
-static int event_threads = 2;
+static int event_threads = 1;
 /* WebSocketDispatchThreads: most threads per child running slow plugins. */
 static int dispatch_threads = 16;
 
@@ -443,7 +443,7 @@ static const command_rec ws_directives[] = {
                   RSRC_CONF | ACCESS_CONF, "close WebSockets that received "
                   "nothing for this long with 1001 (default Off)"),
     AP_INIT_TAKE1("WebSocketEventThreads", set_event_threads, NULL, RSRC_CONF,
-                  "event-loop threads per child on the event MPM (default 2)"),
+                  "event-loop threads per child on the event MPM (default 1)"),
     AP_INIT_TAKE1("WebSocketSlowPlugin", set_slow_plugin, NULL,
                   RSRC_CONF | ACCESS_CONF, "an on_message call longer than "
                   "this moves the plugin's messages off the event loops "

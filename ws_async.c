@@ -49,7 +49,9 @@
 APLOG_USE_MODULE(websocket);
 extern module AP_MODULE_DECLARE_DATA websocket_module;
 
-#define LOOP_READ_SIZE    (64 * 1024)
+/* Large enough that a 64 KB message arrives whole in one read and is
+ * unmasked in place instead of being assembled (one buffer per loop). */
+#define LOOP_READ_SIZE    (256 * 1024)
 /* Never hand the core output filter more than this at once: above its
  * FlushMaxThreshold (64K by default) it would block until written. */
 #define LOOP_WRITE_CHUNK  (32 * 1024)
@@ -105,6 +107,7 @@ typedef struct async_conn {
     apr_size_t jobs_bytes;           /* under dispatch_lock */
     int jobs_running;                /* under dispatch_lock: a dispatch
                                         thread works through jobs */
+    int ever_dispatched;             /* loop thread: jobs were ever given */
 } async_conn;
 
 struct ws_loop {
@@ -119,6 +122,7 @@ struct ws_loop {
     apr_uint32_t nconns;
     volatile apr_uint32_t stop;      /* 0, STOP_GRACEFUL, STOP_NOW */
     int stop_announced;
+    async_conn *servicing;           /* progress() follows for this one */
     apr_time_t hard_stop_at;
     apr_time_t next_tick;
     uint8_t *scratch;
@@ -316,8 +320,8 @@ static int dispatch_busy(async_conn *ac)
 {
     int busy;
 
-    if (!dispatch_lock) {
-        return 0;
+    if (!ac->ever_dispatched) {
+        return 0;                    /* the common case costs no lock */
     }
     apr_thread_mutex_lock(dispatch_lock);
     busy = ac->jobs != NULL || ac->jobs_running;
@@ -384,6 +388,7 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
     /* Nothing behind this message is parsed before the plugin is done
      * with it: replies and errors keep the order of the wire. */
     wc->paused = 1;
+    ac->ever_dispatched = 1;
     job->next = NULL;
     job->type = type;
     job->len = len;
@@ -646,7 +651,9 @@ static void service(async_conn *ac, apr_int16_t events, apr_time_t now)
         return;
     }
     if (events & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) {
+        ac->loop->servicing = ac;
         read_in(ac);
+        ac->loop->servicing = NULL;
     }
     progress(ac, now);
 }
@@ -882,6 +889,10 @@ static void async_wake(ws_conn *wc)
     ws_loop *loop = ac->loop;
     int was_dirty;
 
+    /* A reply from on_message on this loop: progress() writes it next. */
+    if (current_loop == loop && loop->servicing == ac) {
+        return;
+    }
     apr_thread_mutex_lock(loop->lock);
     was_dirty = ac->on_dirty;
     push_dirty_locked(loop, ac);
