@@ -62,7 +62,8 @@ ASAN_DIR := build/asan
 asan: deps
 	@mkdir -p $(ASAN_DIR)/plugins $(ASAN_DIR)/t/plugins
 	@cp -p $(MODULE_SRC) $(MODULE_HDR) Makefile $(ASAN_DIR)/
-	@mkdir -p $(ASAN_DIR)/.ci && cp -p .ci/deps.sh $(ASAN_DIR)/.ci/
+	@mkdir -p $(ASAN_DIR)/.ci $(ASAN_DIR)/bench
+	@cp -p .ci/deps.sh $(ASAN_DIR)/.ci/ && cp -p bench/Makefile.inc $(ASAN_DIR)/bench/
 	@cp -p plugins/*.c $(ASAN_DIR)/plugins/
 	@cp -p t/plugins/*.c $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
 	$(MAKE) -C $(ASAN_DIR) build \
@@ -87,7 +88,7 @@ warnings: deps
 	done; echo "warnings: none (gcc and clang, -Wall -Wextra)"
 
 t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
-	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_deflate.c ws_deflate.c -lz
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c ws_deflate.c -lz
 
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c

@@ -21,7 +21,11 @@
  * senders) touch the ws_conn queue under its lock, then put the
  * connection on the loop's dirty list and wake the loop.
  */
+#include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -110,8 +114,26 @@ typedef struct async_conn {
     int ever_dispatched;             /* loop thread: jobs were ever given */
 } async_conn;
 
+/*
+ * What a loop is running a plugin for, published for the watchdog:
+ * 'started' is written last when a call begins and cleared when it ends,
+ * so a reader that sees the same 'started' before and after reading the
+ * rest has a consistent view.  Only config memory is referenced: the
+ * connection itself may be gone by the time the watchdog looks.
+ */
+typedef struct plugin_call {
+    ws_plugin_ref *ref;
+    apr_interval_time_t limit;       /* WebSocketSlowPlugin, 0 = Off */
+    server_rec *s;
+    apr_time_t started;              /* 0 when no call runs */
+} plugin_call;
+
 struct ws_loop {
     int index;
+    pid_t tid;                       /* for /proc/self/task/<tid>/stat */
+    plugin_call call;
+    apr_time_t watched_call;         /* watchdog: call seen over the limit */
+    unsigned long watched_cpu;       /* watchdog: CPU ticks then */
     apr_thread_t *thread;
     apr_pollset_t *pollset;
     apr_thread_mutex_t *lock;
@@ -133,6 +155,8 @@ struct ws_loop {
 
 static ws_loop *loops;
 static int loop_count;
+static apr_thread_t *watchdog;
+static volatile apr_uint32_t watchdog_stop;
 /* mod_logio's byte counters (%I, %O), for what direct mode moves. */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_add_bytes_in;
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_add_bytes_out;
@@ -415,6 +439,110 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
         run_jobs(NULL, ac);
     }
     return 1;
+}
+
+/* ---- telling a blocking plugin from a busy machine ---- */
+
+/*
+ * Timing on_message on the loop would blame a plugin for the time its
+ * thread spent preempted on a loaded machine.  Instead the loop only
+ * publishes which plugin it is in and since when, and a watchdog thread
+ * looks at the loop thread while a call lasts longer than the limit:
+ * asleep (blocked in a system call) means the plugin blocks; running and
+ * burning another limit's worth of CPU means it computes for too long;
+ * runnable but not running is the machine, not the plugin.
+ */
+static void async_call_inline(ws_conn *wc, int type, uint8_t *data, size_t len)
+{
+    async_conn *ac = wc->engine_data;
+    plugin_call *call = &ac->loop->call;
+
+    call->ref = wc->conf->handler;
+    call->limit = ws_conf_slow_plugin(wc->conf);
+    call->s = wc->s;
+    __atomic_store_n(&call->started, apr_time_now(), __ATOMIC_RELEASE);
+    ws_conn_call_plugin(wc, type, data, len);
+    __atomic_store_n(&call->started, 0, __ATOMIC_RELEASE);
+}
+
+/* The state letter and CPU ticks (utime + stime) of a loop thread. */
+static int thread_state(pid_t tid, char *state, unsigned long *cpu)
+{
+    char path[64], buf[512];
+    unsigned long utime, stime;
+    const char *p;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    if ((fd = open(path, O_RDONLY)) < 0) {
+        return 0;
+    }
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return 0;
+    }
+    buf[n] = '\0';
+    /* After "(comm)", which may hold spaces: state, then 10 fields to
+     * utime and stime. */
+    if (!(p = strrchr(buf, ')'))
+        || sscanf(p + 2, "%c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                  state, &utime, &stime) != 3) {
+        return 0;
+    }
+    *cpu = utime + stime;
+    return 1;
+}
+
+static void watch_loop(ws_loop *loop, apr_time_t now, long ticks_per_sec)
+{
+    plugin_call *call = &loop->call;
+    apr_time_t started = __atomic_load_n(&call->started, __ATOMIC_ACQUIRE);
+    ws_plugin_ref *ref = call->ref;
+    apr_interval_time_t limit = call->limit;
+    server_rec *s = call->s;
+    unsigned long cpu;
+    char state;
+
+    if (!started || started != __atomic_load_n(&call->started, __ATOMIC_ACQUIRE)
+        || !limit || ref->slow || now - started <= limit
+        || !thread_state(loop->tid, &state, &cpu)) {
+        return;
+    }
+    if (state == 'S' || state == 'D') {
+        ws_plugin_mark_slow(ref, s, "blocked for longer than "
+                            "WebSocketSlowPlugin");
+        return;
+    }
+    if (loop->watched_call != started) {
+        loop->watched_call = started;
+        loop->watched_cpu = cpu;
+    }
+    else if ((apr_interval_time_t)(cpu - loop->watched_cpu) * APR_USEC_PER_SEC
+             / ticks_per_sec >= limit) {
+        ws_plugin_mark_slow(ref, s, "computed for longer than "
+                            "WebSocketSlowPlugin");
+    }
+}
+
+static void *APR_THREAD_FUNC watchdog_main(apr_thread_t *thread, void *data)
+{
+    long ticks_per_sec = sysconf(_SC_CLK_TCK);
+
+    (void)thread;
+    (void)data;
+    while (!__atomic_load_n(&watchdog_stop, __ATOMIC_ACQUIRE)) {
+        apr_time_t now;
+        int i;
+
+        apr_sleep(apr_time_from_msec(10));
+        now = apr_time_now();
+        for (i = 0; i < loop_count; i++) {
+            watch_loop(&loops[i], now, ticks_per_sec > 0 ? ticks_per_sec : 100);
+        }
+    }
+    return NULL;
 }
 
 /* ---- ending a connection ---- */
@@ -804,6 +932,7 @@ static void *APR_THREAD_FUNC loop_main(apr_thread_t *thread, void *data)
     ws_loop *loop = data;
 
     current_loop = loop;
+    loop->tid = (pid_t)syscall(SYS_gettid);
     while (!loop_finished(loop)) {
         apr_int32_t n = 0;
         const apr_pollfd_t *ready;
@@ -910,7 +1039,8 @@ const ws_engine ws_engine_async = {
     async_run,
     async_wake,
     async_dispatch,
-    async_detach
+    async_detach,
+    async_call_inline
 };
 
 /* suspend_connection hook, on the worker thread that ran the handler. */
@@ -968,6 +1098,13 @@ static apr_status_t join_loops(void *unused)
 
     (void)unused;
     ask_loops_to_stop(STOP_NOW);
+    if (watchdog) {
+        apr_status_t ignored;
+
+        __atomic_store_n(&watchdog_stop, 1, __ATOMIC_RELEASE);
+        apr_thread_join(&ignored, watchdog);
+        watchdog = NULL;
+    }
     for (i = 0; i < loop_count; i++) {
         apr_status_t ignored;
 
@@ -1008,6 +1145,12 @@ static void start_dispatch_pool(apr_pool_t *pchild, server_rec *s, int max)
     if (rv == APR_SUCCESS) {
         rv = apr_thread_pool_create(&dispatch_pool, 0, (apr_size_t)max, pchild);
     }
+    if (rv == APR_SUCCESS) {
+        /* Threads that are done wait a minute for more work instead of
+         * exiting after each message (the pool's default). */
+        apr_thread_pool_idle_max_set(dispatch_pool, (apr_size_t)max);
+        apr_thread_pool_idle_wait_set(dispatch_pool, apr_time_from_sec(60));
+    }
     if (rv != APR_SUCCESS) {
         dispatch_pool = NULL;
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot create the "
@@ -1039,6 +1182,13 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
             break;
         }
         loop_count = i + 1;
+    }
+    if (loop_count > 0
+        && apr_thread_create(&watchdog, NULL, watchdog_main, NULL, pchild)
+           != APR_SUCCESS) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "cannot start the WebSocket "
+                     "watchdog; blocking plugins will not be detected");
+        watchdog = NULL;
     }
     apr_pool_pre_cleanup_register(pchild, NULL, join_loops);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "%d WebSocket event loop "

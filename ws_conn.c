@@ -524,46 +524,34 @@ void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len)
     data[len] = saved;
 }
 
-/* A plugin that blocks in on_message would stall every socket of an event
- * loop: once one call takes longer than WebSocketSlowPlugin, the engine
- * runs that plugin's messages on its dispatch threads from then on. */
-static void note_slow_plugin(ws_conn *wc, apr_interval_time_t took,
-                             size_t len)
+void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why)
 {
-    ws_plugin_ref *ref = wc->conf->handler;
-    apr_interval_time_t limit = ws_conf_slow_plugin(wc->conf);
-
-    /* Work in proportion to the message (copying, compressing a reply) is
-     * no sign of blocking: allow 10 ns a byte on top. */
-    if (!limit || ref->slow || took <= limit + (apr_interval_time_t)(len / 100)) {
+    if (ref->slow) {
         return;
     }
     ref->slow = 1;
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
-                 "plugin %s (%s) spent %" APR_TIME_T_FMT " ms in on_message; "
-                 "its messages now run on the dispatch threads "
-                 "(WebSocketSlowPlugin)", ref->symbol, ref->path,
-                 apr_time_as_msec(took));
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "plugin %s (%s) %s in "
+                 "on_message; its messages now run on the dispatch threads "
+                 "(WebSocketSlowPlugin)", ref->symbol, ref->path, why);
 }
 
 static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
 {
-    apr_time_t start;
+    const ws_engine *engine = wc->engine;
 
     wc->msgs_in++;
-    if (wc->engine->dispatch
+    if (engine->dispatch
         && (wc->conf->handler->slow
             || ws_conf_slow_plugin(wc->conf) == WS_SLOW_PLUGIN_ALWAYS)
-        && wc->engine->dispatch(wc, type, data, len)) {
+        && engine->dispatch(wc, type, data, len)) {
         return;
     }
-    if (!wc->engine->dispatch) {
+    if (engine->call_inline) {
+        engine->call_inline(wc, type, data, len);
+    }
+    else {
         ws_conn_call_plugin(wc, type, data, len);
-        return;
     }
-    start = apr_time_now();
-    ws_conn_call_plugin(wc, type, data, len);
-    note_slow_plugin(wc, apr_time_now() - start, len);
 }
 
 static void fail_connection(ws_conn *wc, uint16_t code, const char *why)

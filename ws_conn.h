@@ -98,6 +98,8 @@ typedef struct ws_engine {
     /* Optional: the connection will never run (the plugin refused it):
      * forget it before its pool goes. */
     void (*detach)(ws_conn *wc);
+    /* Optional: runs on_message here (ws_conn_call_plugin), watched. */
+    void (*call_inline)(ws_conn *wc, int type, uint8_t *data, size_t len);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
@@ -226,6 +228,10 @@ void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);
  * writable (it is NUL for the call).  Any thread, one at a time per
  * connection. */
 void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len);
+
+/* From now on the plugin's messages go to the engine's dispatch threads;
+ * logs why, once.  Any thread. */
+void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why);
 
 /* Ends the connection for the plugin (on_disconnect, once) and frees what
  * the connection holds outside its pool. */

@@ -6,6 +6,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
@@ -480,12 +481,97 @@ typedef union alloc_header {
     long long   align_ll;
 } alloc_header;
 
+/*
+ * Without context takeover a stream is created and ended for every
+ * message.  Handing its ~300 KB back to malloc each time is costly in a
+ * threaded server: glibc returns the memory to the kernel and the next
+ * message faults it back in.  So each thread keeps the blocks of its last
+ * streams (exact sizes recur: they depend only on the parameters) up to
+ * a bound, and reuses them.
+ */
+#define BLOCK_CACHE_SLOTS  8
+#define BLOCK_CACHE_BYTES  (1024 * 1024)
+
+typedef struct block_cache {
+    alloc_header *blocks[BLOCK_CACHE_SLOTS];
+    size_t bytes;
+} block_cache;
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void drop_block_cache(void *data)
+{
+    block_cache *cache = data;
+    int i;
+
+    for (i = 0; i < BLOCK_CACHE_SLOTS; i++)
+        free(cache->blocks[i]);
+    free(cache);
+}
+
+static void make_cache_key(void)
+{
+    if (pthread_key_create(&cache_key, drop_block_cache) != 0)
+        cache_key = (pthread_key_t)-1;
+}
+
+static block_cache *thread_block_cache(void)
+{
+    block_cache *cache;
+
+    pthread_once(&cache_once, make_cache_key);
+    if (cache_key == (pthread_key_t)-1)
+        return NULL;
+    cache = pthread_getspecific(cache_key);
+    if (cache == NULL && (cache = calloc(1, sizeof *cache)) != NULL
+        && pthread_setspecific(cache_key, cache) != 0) {
+        free(cache);
+        cache = NULL;
+    }
+    return cache;
+}
+
+static alloc_header *take_cached_block(size_t bytes)
+{
+    block_cache *cache = thread_block_cache();
+    int i;
+
+    for (i = 0; cache && i < BLOCK_CACHE_SLOTS; i++) {
+        alloc_header *h = cache->blocks[i];
+        if (h != NULL && h->size == bytes) {
+            cache->blocks[i] = NULL;
+            cache->bytes -= bytes;
+            return h;
+        }
+    }
+    return NULL;
+}
+
+static int keep_cached_block(alloc_header *h)
+{
+    block_cache *cache = thread_block_cache();
+    int i;
+
+    if (cache == NULL || cache->bytes + h->size > BLOCK_CACHE_BYTES)
+        return 0;
+    for (i = 0; i < BLOCK_CACHE_SLOTS; i++) {
+        if (cache->blocks[i] == NULL) {
+            cache->blocks[i] = h;
+            cache->bytes += h->size;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static voidpf counting_alloc(voidpf opaque, uInt items, uInt size)
 {
     zlib_meter *meter = opaque;
     size_t bytes = (size_t)items * size;
-    alloc_header *h = malloc(sizeof *h + bytes);
-    if (h == NULL)
+    alloc_header *h = take_cached_block(bytes);
+
+    if (h == NULL && (h = malloc(sizeof *h + bytes)) == NULL)
         return Z_NULL;
     h->size = bytes;
     meter->now += bytes;
@@ -499,7 +585,8 @@ static void counting_free(voidpf opaque, voidpf address)
     zlib_meter *meter = opaque;
     alloc_header *h = (alloc_header *)address - 1;
     meter->now -= h->size;
-    free(h);
+    if (!keep_cached_block(h))
+        free(h);
 }
 
 static void stream_init(z_stream *zs, zlib_meter *meter)
@@ -835,15 +922,42 @@ int ws_deflate_should_compress(const ws_deflate_ctx *ctx, size_t len)
     return len >= ctx->params.min_size;
 }
 
-static ws_deflate_status ensure_deflater(ws_deflate_ctx *ctx)
+/* Deflate's matches reach back at most the window less its lookahead. */
+#define DEFLATE_LOOKAHEAD 262
+
+/*
+ * A stream made for one message (no context takeover) needs no window
+ * larger than the message: a smaller window and hash compress it exactly
+ * as well, and cost far less to set up (deflateInit clears the hash).
+ * message_len 0 means unknown: the negotiated parameters.
+ */
+static void stream_size(const ws_deflate_ctx *ctx, size_t message_len,
+                        int *window_bits, int *mem_level)
 {
-    int rc;
+    int bits = ctx->params.server_max_window_bits;
+    int level = ctx->params.mem_level;
+
+    if (message_len > 0 && ctx->params.server_no_context_takeover) {
+        bits = MIN_ZLIB_BITS;
+        while (bits < ctx->params.server_max_window_bits
+               && ((size_t)1 << bits) - DEFLATE_LOOKAHEAD < message_len)
+            bits++;
+        level = min_int(level, bits - 7 > 1 ? bits - 7 : 1);
+    }
+    *window_bits = bits;
+    *mem_level = level;
+}
+
+static ws_deflate_status ensure_deflater(ws_deflate_ctx *ctx,
+                                         size_t message_len)
+{
+    int rc, bits, mem_level;
     if (ctx->out.ready)
         return WS_DEFLATE_OK;
+    stream_size(ctx, message_len, &bits, &mem_level);
     stream_init(&ctx->out.zs, &ctx->out.meter);
-    rc = deflateInit2(&ctx->out.zs, ctx->params.level, Z_DEFLATED,
-                      -ctx->params.server_max_window_bits,
-                      ctx->params.mem_level, Z_DEFAULT_STRATEGY);
+    rc = deflateInit2(&ctx->out.zs, ctx->params.level, Z_DEFLATED, -bits,
+                      mem_level, Z_DEFAULT_STRATEGY);
     if (rc != Z_OK)
         return rc == Z_MEM_ERROR ? WS_DEFLATE_NOMEM : WS_DEFLATE_ERROR;
     ctx->out.ready = 1;
@@ -942,7 +1056,8 @@ static ws_deflate_status finish_compressed_message(ws_deflate_ctx *ctx,
 
     if (ctx->out.unflushed == 0 && len == 0)
         return append_empty_message(out);
-    st = ensure_deflater(ctx);
+    /* The whole message is known only when nothing was fed before. */
+    st = ensure_deflater(ctx, ctx->out.unflushed == 0 ? len : 0);
     if (st == WS_DEFLATE_OK)
         st = deflate_bytes(ctx, in, len, Z_SYNC_FLUSH, out);
     if (st == WS_DEFLATE_OK)
@@ -967,7 +1082,7 @@ ws_deflate_status ws_deflate_compress_chunk(ws_deflate_ctx *ctx,
     if (final) {
         st = finish_compressed_message(ctx, in, len, out);
     } else if (len > 0) {
-        st = ensure_deflater(ctx);
+        st = ensure_deflater(ctx, 0);
         if (st == WS_DEFLATE_OK)
             st = deflate_bytes(ctx, in, len, Z_NO_FLUSH, out);
         ctx->out.unflushed += len;

@@ -168,5 +168,6 @@ const ws_engine ws_engine_sync = {
     sync_run,
     sync_wake,
     NULL,            /* a thread per connection: nothing to offload */
-    NULL             /* nothing outside the request to forget */
+    NULL,            /* nothing outside the request to forget */
+    NULL             /* nothing else waits on this thread */
 };

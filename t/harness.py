@@ -105,22 +105,46 @@ class HttpdError(AssertionError):
     pass
 
 
+def make_cert(cert_path, key_path, cn="127.0.0.1"):
+    """A self-signed certificate (and its key) for cn, valid for 2 days,
+    with cn as an IP subjectAltName so that clients can verify it."""
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+         "-keyout", key_path, "-out", cert_path, "-days", "2",
+         "-subj", "/CN=%s" % cn, "-addext", "subjectAltName=IP:%s" % cn],
+        check=True, capture_output=True, timeout=60)
+    os.chmod(cert_path, 0o644)
+    os.chmod(key_path, 0o600)
+
+
 class Httpd:
     """One private httpd.
 
     conf: extra configuration appended to the generated base config (the
     test's <Location>s).  `{port}`-style placeholders are NOT expanded;
     build it with the attributes (h.port, h.echo_so, ...) instead.
+
+    mpm_conf: the MPM's directives (ServerLimit, ThreadsPerChild, ...), one
+    string, instead of the default ones.
+
+    tls: also serve https/wss on h.tls_port (mod_ssl, a self-signed
+    certificate for 127.0.0.1 generated into the ServerRoot: h.cert_path);
+    the <Location>s of the main server apply there too.  h.ssl_context()
+    is a client context that trusts that certificate.
     """
 
     def __init__(self, conf="", mpm="event", port=None, docroot=None,
                  loglevel="warn websocket:info", env=None, timeout=10,
-                 tmp_parent=None, user=None, load_module=True):
+                 tmp_parent=None, user=None, load_module=True, mpm_conf=None,
+                 tls=False):
         if mpm not in MPMS:
             raise ValueError("mpm must be one of %s" % (MPMS,))
         self.mpm = mpm
+        self.mpm_conf = mpm_conf
         self.port = port or free_port()
         self.fixed_port = port is not None
+        self.tls = tls
+        self.tls_port = None
         self.root = tempfile.mkdtemp(prefix="ws-httpd-", dir=tmp_parent)
         os.chmod(self.root, 0o755)
         for d in ("logs", "run", "htdocs", "shared", "san"):
@@ -148,6 +172,11 @@ class Httpd:
         self.load_module = load_module
         self.proc = None
         self.sanitizer_reports = []
+        self.cert_path = os.path.join(self.root, "server.crt")
+        self.key_path = os.path.join(self.root, "server.key")
+        if tls:
+            self.tls_port = free_port()
+            make_cert(self.cert_path, self.key_path)
         self.write_conf(conf)
 
     # ---- paths for the config -----------------------------------------
@@ -191,7 +220,9 @@ class Httpd:
         if os.geteuid() == 0:
             user = self.user or "www-data"
             lines += ["User %s" % user, "Group %s" % user]
-        if self.mpm == "prefork":
+        if self.mpm_conf is not None:
+            lines += self.mpm_conf.strip().splitlines()
+        elif self.mpm == "prefork":
             lines += ["StartServers 8", "MinSpareServers 4",
                       "MaxSpareServers 16", "ServerLimit 40",
                       "MaxRequestWorkers 40", "MaxConnectionsPerChild 0"]
@@ -217,7 +248,30 @@ class Httpd:
         ]
         if COREDUMP:
             lines.append('CoreDumpDirectory "%s"' % self.san_dir)
+        if self.tls:
+            lines += [
+                "LoadModule socache_shmcb_module %s/mod_socache_shmcb.so"
+                % MODDIR,
+                "LoadModule ssl_module %s/mod_ssl.so" % MODDIR,
+                "Listen 127.0.0.1:%d https" % self.tls_port,
+                'SSLSessionCache "shmcb:%s/run/ssl_scache(512000)"' % r,
+                "<VirtualHost 127.0.0.1:%d>" % self.tls_port,
+                "    ServerName 127.0.0.1:%d" % self.tls_port,
+                "    SSLEngine on",
+                '    SSLCertificateFile "%s"' % self.cert_path,
+                '    SSLCertificateKeyFile "%s"' % self.key_path,
+                "</VirtualHost>",
+            ]
         return "\n".join(lines) + "\n"
+
+    def ssl_context(self):
+        """A client context that trusts this server's certificate and
+        treats an end of TLS without close_notify as an error (Python
+        ignores it by default)."""
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.cert_path)
+        ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+        return ctx
 
     def write_conf(self, conf):
         self.extra_conf = conf
@@ -295,6 +349,8 @@ class Httpd:
                 if retry_port and not self.fixed_port and lost:
                     # Lost a race for the port: take another one.
                     self.port = free_port()
+                    if self.tls:
+                        self.tls_port = free_port()
                     self.write_conf(self.extra_conf)
                     with open(self.stderr_path, "w"):
                         pass

@@ -245,7 +245,11 @@ class WSClient:
     def __init__(self, port, path="/echo", headers=None, key=None,
                  protocols=None, origin=None, version="13",
                  timeout=DEFAULT_TIMEOUT, expect_status=101, early=b"",
-                 rcvbuf=None):
+                 rcvbuf=None, tls=None):
+        """tls: an ssl.SSLContext to speak TLS with (wss).  With a context
+        that does not ignore unexpected EOFs (Httpd.ssl_context()), a TLS
+        connection the server ends without close_notify raises ssl.SSLError
+        instead of looking like a clean end."""
         self.port = port
         self.key = key or make_key()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -254,6 +258,9 @@ class WSClient:
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if tls is not None:
+            self.sock = tls.wrap_socket(self.sock, server_hostname="127.0.0.1",
+                                        suppress_ragged_eofs=False)
         hdrs = ws_headers(port, key=self.key, version=version,
                           protocols=protocols, origin=origin, extra=headers)
         # `early` bytes go in the same write as the request head.
@@ -464,6 +471,53 @@ class WSClient:
 
     def __exit__(self, *exc):
         self.sock.close()
+
+
+def open_many(port, path="/echo", n=1, batch=200, headers=None,
+              timeout=DEFAULT_TIMEOUT):
+    """n WebSockets to path as WSClients, the handshakes pipelined `batch`
+    at a time: every connection of a batch is opened and sends its request
+    before the answers are read (so a batch must fit the listen backlog).
+    Each answer must be a 101 with the right Sec-WebSocket-Accept."""
+    out, pending = [], []
+    try:
+        for start in range(0, n, batch):
+            pending = []
+            for _ in range(start, min(n, start + batch)):
+                s = socket.create_connection(("127.0.0.1", port),
+                                             timeout=timeout)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                key = make_key()
+                pending.append((s, key))
+                s.sendall(request_bytes(path, ws_headers(port, key=key,
+                                                         extra=headers)))
+            for i, (s, key) in enumerate(pending):
+                try:
+                    head, rest = recv_head(s)
+                except (OSError, WSError) as e:
+                    raise WSError("handshake %d of %d to %s: %s"
+                                  % (start + i, n, path, e))
+                status, reason, hlist = parse_head(head)
+                c = WSClient.__new__(WSClient)
+                c.port, c.key, c.sock, c.buf = port, key, s, rest
+                c.response = HTTPResponse(status, reason, hlist, b"", head)
+                c.closed = False
+                out.append(c)
+                if status != 101:
+                    raise WSError("handshake %d of %d to %s: %d %s"
+                                  % (start + i, n, path, status, reason))
+                if c.response.header("Sec-WebSocket-Accept") \
+                        != accept_for(key):
+                    raise WSError("bad Sec-WebSocket-Accept in handshake %d"
+                                  % (start + i))
+            pending = []
+    except BaseException:
+        for c in out:
+            c.close()
+        for s, _ in pending:
+            s.close()
+        raise
+    return out
 
 
 def wait_until(pred, timeout=5.0, interval=0.05):

@@ -1,0 +1,228 @@
+"""Slow plugins on the asynchronous engine: a plugin that blocks in
+on_message must not stall the other sockets of its event loop.  One loop
+per child (WebSocketEventThreads 1), so every connection shares it; the
+slow test plugin sleeps in on_message when told "sleep:<ms>"."""
+
+import time
+
+import pytest
+
+import harness
+from wsraw import (WSClient, build_frame, close_payload, OP_CLOSE, OP_PING,
+                   OP_PONG, OP_TEXT)
+
+WARNING = "its messages now run on the dispatch threads"
+
+ONE_CHILD = """
+StartServers 1
+ServerLimit 1
+ThreadLimit 25
+ThreadsPerChild 25
+MaxRequestWorkers 25
+MinSpareThreads 1
+MaxSpareThreads 25
+AsyncRequestWorkerFactor 1000
+MaxConnectionsPerChild 0
+"""
+
+
+def slow_conf(h):
+    so = harness.test_plugin_so("slow")
+    out = ["WebSocketEventThreads 1\n"]
+    # Each WebSocketHandler line is a plugin of its own: once one is found
+    # slow, the others are not.
+    for path, setting in (("/slow", None), ("/slow-always", "Always"),
+                          ("/slow-off", "Off"), ("/slow-order", "Always"),
+                          ("/slow-abort", "Always")):
+        out.append("<Location %s>\n    SetHandler websocket-handler\n"
+                   '    WebSocketHandler "%s" slow_init\n' % (path, so))
+        if setting:
+            out.append("    WebSocketSlowPlugin %s\n" % setting)
+        out.append("</Location>\n")
+    return "".join(out)
+
+
+@pytest.fixture(scope="module")
+def slow_srv():
+    from conftest import register, require_build, _servers
+    require_build()
+    h = harness.Httpd(mpm_conf=ONE_CHILD, loglevel="warn websocket:debug")
+    h.write_conf(slow_conf(h))
+    try:
+        h.start()
+        register(h)
+        yield h
+        _servers.remove(h)
+        h.stop()
+    finally:
+        h.cleanup()
+
+
+def latency(c, text, timeout=5):
+    t = time.monotonic()
+    c.send_text(text)
+    got = c.recv_text(timeout=timeout)
+    took = time.monotonic() - t
+    assert got == text, (got, text)
+    return took
+
+
+def latencies_for(c, seconds, prefix="b"):
+    """Echo round trips of c, one every 20 ms or so, for `seconds`."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        out.append(latency(c, "%s%d" % (prefix, len(out))))
+        time.sleep(0.02)
+    return out
+
+
+def pair(h, path):
+    a = WSClient(h.port, path)
+    try:
+        b = WSClient(h.port, path)
+    except BaseException:
+        a.close()
+        raise
+    return a, b
+
+
+def test_engine_is_async(slow_srv):
+    mark = slow_srv.mark()
+    with WSClient(slow_srv.port, "/slow-off") as c:
+        assert latency(c, "hello") < 1
+        c.close_handshake(1000)
+    text = slow_srv.wait_log(lambda t: "WebSocket engine:" in t, mark)
+    assert "WebSocket engine: async" in text, text
+
+
+def test_slow_plugin_detected_then_dispatched(slow_srv):
+    """The first slow call runs on the loop (and stalls it once); it is
+    detected and logged; from then on the plugin's messages run on the
+    dispatch threads, so while A's plugin sleeps, B (same plugin, same
+    loop) is answered at once, and A's replies keep their order."""
+    h = slow_srv
+    a, b = pair(h, "/slow")
+    try:
+        assert latency(b, "warm") < 0.1
+        mark = h.mark()
+        a.send_text("sleep:300")
+        time.sleep(0.03)
+        first = latency(b, "during the first sleep")
+        assert a.recv_text() == "sleep:300"
+        # The first call is inline: the loop waited for it.
+        assert first > 0.15, "B was answered in %.3fs" % first
+        text = h.wait_log(lambda t: WARNING in t, mark)
+        lines = [l for l in text.splitlines() if WARNING in l]
+        assert len(lines) == 1, text
+        assert "slow_init" in lines[0] and "WebSocketSlowPlugin" in lines[0]
+        assert ":warn]" in lines[0], lines[0]
+
+        a.send_raw(b"".join(build_frame(OP_TEXT, "sleep:300 #%d" % i)
+                            for i in range(3)))
+        lat = latencies_for(b, 1.0)
+        assert max(lat) < 0.1, "B stalled while A's plugin slept: %s" % (
+            ["%.3f" % x for x in lat])
+        assert [a.recv_text(timeout=5) for _ in range(3)] == [
+            "sleep:300 #%d" % i for i in range(3)]
+
+        # Messages behind a slow one wait for it: the order holds.
+        a.send_raw(build_frame(OP_TEXT, "sleep:100") + build_frame(OP_TEXT, "x")
+                   + build_frame(OP_TEXT, "y"))
+        assert [a.recv_text(timeout=5) for _ in range(3)] == [
+            "sleep:100", "x", "y"]
+        # Logged once per plugin, not per message.
+        assert h.since(mark).count(WARNING) == 1
+        a.close_handshake(1000)
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_slow_plugin_always_dispatched(slow_srv):
+    """WebSocketSlowPlugin Always: not even the first call stalls the loop."""
+    a, b = pair(slow_srv, "/slow-always")
+    try:
+        assert latency(b, "warm") < 0.1
+        a.send_text("sleep:300")
+        time.sleep(0.03)
+        lat = latencies_for(b, 0.5)
+        assert max(lat) < 0.1, ["%.3f" % x for x in lat]
+        assert a.recv_text(timeout=5) == "sleep:300"
+        a.close_handshake(1000)
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_slow_plugin_off_stalls_the_loop(slow_srv):
+    """WebSocketSlowPlugin Off: the plugin stays on the loop, every time:
+    while it sleeps, B on the same loop waits (what the other settings
+    prevent)."""
+    a, b = pair(slow_srv, "/slow-off")
+    try:
+        assert latency(b, "warm") < 0.1
+        for i in range(2):
+            a.send_text("sleep:500")
+            time.sleep(0.03)
+            stalled = latency(b, "stalled %d" % i)
+            assert stalled > 0.25, "B answered in %.3fs" % stalled
+            assert a.recv_text(timeout=5) == "sleep:500"
+        a.close_handshake(1000)
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.parametrize("after", ["text", "ping", "reserved-opcode",
+                                   "bad-utf8", "close"])
+def test_wire_order_behind_dispatched_message(slow_srv, after):
+    """What follows a dispatched message in the same write is handled only
+    after the plugin returns: its echo comes first, then the answer to
+    what followed (an echo, a pong, the close code of an error, the
+    closing handshake)."""
+    with WSClient(slow_srv.port, "/slow-order") as c:
+        first = build_frame(OP_TEXT, "sleep:200")
+        if after == "text":
+            c.send_raw(first + build_frame(OP_TEXT, "next"))
+            assert c.recv_text(timeout=5) == "sleep:200"
+            assert c.recv_text(timeout=5) == "next"
+            c.close_handshake(1000)
+            return
+        if after == "ping":
+            c.send_raw(first + build_frame(OP_PING, b"p"))
+            assert c.recv_text(timeout=5) == "sleep:200"
+            f = c.recv_frame(timeout=5)
+            assert (f.opcode, f.payload) == (OP_PONG, b"p"), f
+            c.close_handshake(1000)
+            return
+        if after == "close":
+            c.send_raw(first + build_frame(OP_CLOSE, close_payload(1000)))
+            assert c.recv_text(timeout=5) == "sleep:200"
+            c.expect_close(1000, timeout=5)
+            return
+        bad, code = {"reserved-opcode": (build_frame(0x3, b""), 1002),
+                     "bad-utf8": (build_frame(OP_TEXT, b"\xff"), 1007)}[after]
+        c.send_raw(first + bad)
+        assert c.recv_text(timeout=5) == "sleep:200"
+        c.expect_close(code, timeout=5)
+
+
+def test_client_gone_while_plugin_dispatched(slow_srv):
+    """A client that drops TCP while its message is on a dispatch thread:
+    the plugin returns into a connection that is ending, without a crash,
+    and the loop keeps serving."""
+    a, b = pair(slow_srv, "/slow-abort")
+    try:
+        a.send_text("sleep:300")
+        time.sleep(0.05)
+        a.abort()
+        lat = latencies_for(b, 0.6)
+        assert max(lat) < 0.1, ["%.3f" % x for x in lat]
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
