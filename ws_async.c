@@ -975,6 +975,11 @@ static apr_status_t async_attach(ws_conn *wc)
     ac->wc = wc;
     ac->c = c;
     ac->phase = AC_WAITING;
+    /* A WebSocket lives long and allocates little from its pools after
+     * the handshake (direct I/O uses the loop's buffer): blocks it frees
+     * from now on (the 101's buffer, filter buffers) go back to malloc,
+     * for other connections, instead of idling on its own free list. */
+    apr_allocator_max_free_set(apr_pool_allocator_get(c->pool), 1);
     ac->loop = &loops[apr_atomic_inc32(&next_loop) % (apr_uint32_t)loop_count];
     ac->in = apr_brigade_create(c->pool, c->bucket_alloc);
     ac->held = apr_brigade_create(c->pool, c->bucket_alloc);
