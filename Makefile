@@ -108,6 +108,8 @@ itest: all
 # The summary line pytest prints last is the suite's verdict.
 test: warnings unit all asan
 	WS_ASAN=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not noasan" t
+	@echo "== the conformance suite on prefork (synchronous engine)"
+	WS_CONFORMANCE_MPM=prefork $(PYTHON) -m pytest -q -p no:cacheprovider t/test_conformance_*.py
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
 
 run: all

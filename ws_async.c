@@ -287,7 +287,9 @@ static apr_status_t write_direct(async_conn *ac)
         if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && written < total)) {
             return APR_SUCCESS;          /* socket full: wait for POLLOUT */
         }
-        if (rv != APR_SUCCESS) {
+        if (rv != APR_SUCCESS || !ac->sending) {
+            /* All written.  Frames queued since by other threads put the
+             * connection on the dirty list: no need to look again now. */
             return rv;
         }
     }

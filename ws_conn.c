@@ -599,11 +599,9 @@ static void deliver_message(ws_conn *wc, ws_event *ev)
 {
     int type = ev->opcode == WS_OP_TEXT ? MESSAGE_TYPE_TEXT
                                         : MESSAGE_TYPE_BINARY;
-    int closing;
+    /* Written under wc->lock by any thread; an atomic read suffices. */
+    int closing = __atomic_load_n(&wc->close_queued, __ATOMIC_ACQUIRE);
 
-    apr_thread_mutex_lock(wc->lock);
-    closing = wc->close_queued;
-    apr_thread_mutex_unlock(wc->lock);
     /* Once we have sent our Close the plugin has said it is done: what
      * the peer sends until its Close arrives is dropped (RFC 6455 5.5.1). */
     if (closing) {
@@ -777,6 +775,10 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
 {
     int close_queued, output_pending;
 
+    /* The common case, an open connection, needs no lock. */
+    if (!__atomic_load_n(&wc->close_queued, __ATOMIC_ACQUIRE)) {
+        return 0;
+    }
     apr_thread_mutex_lock(wc->lock);
     close_queued = wc->close_queued;
     output_pending = engine_output || wc->out_head != NULL;
