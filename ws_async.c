@@ -22,6 +22,7 @@
  * connection on the loop's dirty list and wake the loop.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <sys/syscall.h>
@@ -44,7 +45,6 @@
 #include "apr_poll.h"
 #include "apr_network_io.h"
 #include <sys/uio.h>
-#include "apr_thread_pool.h"
 #include "apr_thread_proc.h"
 
 #include "ws_conn.h"
@@ -109,8 +109,9 @@ typedef struct async_conn {
     struct async_conn *prev, *next;  /* loop->conns, loop thread only */
     dispatch_job *jobs, *jobs_tail;  /* under dispatch_lock */
     apr_size_t jobs_bytes;           /* under dispatch_lock */
-    int jobs_running;                /* under dispatch_lock: a dispatch
-                                        thread works through jobs */
+    int jobs_running;                /* under dispatch_lock: queued for, or
+                                        owned by, a dispatch thread */
+    struct async_conn *next_run;     /* under dispatch_lock: run queue */
     int ever_dispatched;             /* loop thread: jobs were ever given */
 } async_conn;
 
@@ -160,8 +161,16 @@ static volatile apr_uint32_t watchdog_stop;
 /* mod_logio's byte counters (%I, %O), for what direct mode moves. */
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_add_bytes_in;
 static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_add_bytes_out;
-static apr_thread_pool_t *dispatch_pool;
-static apr_thread_mutex_t *dispatch_lock;
+/* The dispatch threads: a queue of connections with messages for a slow
+ * plugin, and threads started when no idle one is left.  (apr-util's
+ * thread pool counts a thread as idle until it has taken a task, so a
+ * second task could wait behind a first that sleeps: here a pusher
+ * claims an idle thread when it signals one.) */
+static pthread_mutex_t dispatch_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dispatch_cond = PTHREAD_COND_INITIALIZER;
+static async_conn *run_head, *run_tail;   /* under dispatch_lock */
+static int dispatch_running, dispatch_idle, dispatch_max;
+static int dispatch_ready;                /* the lock exists */
 static apr_uint32_t next_loop;
 static __thread ws_loop *current_loop;
 
@@ -349,9 +358,9 @@ static int dispatch_busy(async_conn *ac)
     if (!ac->ever_dispatched) {
         return 0;                    /* the common case costs no lock */
     }
-    apr_thread_mutex_lock(dispatch_lock);
+    pthread_mutex_lock(&dispatch_lock);
     busy = ac->jobs != NULL || ac->jobs_running;
-    apr_thread_mutex_unlock(dispatch_lock);
+    pthread_mutex_unlock(&dispatch_lock);
     return busy;
 }
 
@@ -367,16 +376,14 @@ static void push_dirty_locked(ws_loop *loop, async_conn *ac)
 /* On a dispatch thread: the connection's messages, in order.  The loop
  * neither finishes the connection nor runs on_disconnect while
  * jobs_running is set, so the plugin never sees the two overlap. */
-static void *APR_THREAD_FUNC run_jobs(apr_thread_t *thread, void *data)
+static void run_jobs(async_conn *ac)
 {
-    async_conn *ac = data;
     ws_loop *loop = ac->loop;
 
-    (void)thread;
     for (;;) {
         dispatch_job *job;
 
-        apr_thread_mutex_lock(dispatch_lock);
+        pthread_mutex_lock(&dispatch_lock);
         job = ac->jobs;
         if (!job) {
             /* Done: hand the connection back to its loop before letting
@@ -385,20 +392,94 @@ static void *APR_THREAD_FUNC run_jobs(apr_thread_t *thread, void *data)
             apr_thread_mutex_lock(loop->lock);
             push_dirty_locked(loop, ac);
             apr_thread_mutex_unlock(loop->lock);
-            apr_thread_mutex_unlock(dispatch_lock);
+            pthread_mutex_unlock(&dispatch_lock);
             apr_pollset_wakeup(loop->pollset);
-            return NULL;
+            return;
         }
         ac->jobs = job->next;
         if (!ac->jobs) {
             ac->jobs_tail = NULL;
         }
         ac->jobs_bytes -= job->len;
-        apr_thread_mutex_unlock(dispatch_lock);
+        pthread_mutex_unlock(&dispatch_lock);
 
         ws_conn_call_plugin(ac->wc, job->type, job->data, job->len);
         free(job);
     }
+}
+
+/* With dispatch_lock held. */
+static async_conn *next_runnable(void)
+{
+    async_conn *ac = run_head;
+
+    if (ac) {
+        run_head = ac->next_run;
+        if (!run_head) {
+            run_tail = NULL;
+        }
+        ac->next_run = NULL;
+    }
+    return ac;
+}
+
+/* A dispatch thread: runs connections from the queue; leaves after a
+ * minute without work. */
+static void *dispatch_main(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&dispatch_lock);
+    for (;;) {
+        async_conn *ac = next_runnable();
+
+        if (!ac) {
+            struct timespec until;
+            int rc;
+
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += 60;
+            dispatch_idle++;
+            rc = pthread_cond_timedwait(&dispatch_cond, &dispatch_lock, &until);
+            if (rc != 0 && !run_head) {
+                /* Timed out: no pusher claimed this thread. */
+                dispatch_idle--;
+                dispatch_running--;
+                pthread_mutex_unlock(&dispatch_lock);
+                return NULL;
+            }
+            continue;
+        }
+        pthread_mutex_unlock(&dispatch_lock);
+        run_jobs(ac);
+        pthread_mutex_lock(&dispatch_lock);
+    }
+}
+
+/* With dispatch_lock held: a thread will run the queue.  0 when none can
+ * be had. */
+static int wake_dispatcher(void)
+{
+    pthread_attr_t attr;
+    pthread_t thread;
+    int rc;
+
+    if (dispatch_idle > 0) {
+        dispatch_idle--;             /* claimed: its wake-up is ours */
+        pthread_cond_signal(&dispatch_cond);
+        return 1;
+    }
+    if (dispatch_running >= dispatch_max) {
+        return 1;                    /* busy ones will come back for it */
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&thread, &attr, dispatch_main, NULL);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        return dispatch_running > 0;
+    }
+    dispatch_running++;
+    return 1;
 }
 
 static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
@@ -406,22 +487,18 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
 {
     async_conn *ac = wc->engine_data;
     dispatch_job *job;
-    int start;
+    int queued = 1;
 
-    if (!dispatch_pool || !(job = malloc(sizeof(*job) + len))) {
+    if (!dispatch_ready || !(job = malloc(sizeof(*job) + len))) {
         return 0;
     }
-    /* Nothing behind this message is parsed before the plugin is done
-     * with it: replies and errors keep the order of the wire. */
-    wc->paused = 1;
-    ac->ever_dispatched = 1;
     job->next = NULL;
     job->type = type;
     job->len = len;
     memcpy(job->data, data, len);
     job->data[len] = '\0';
 
-    apr_thread_mutex_lock(dispatch_lock);
+    pthread_mutex_lock(&dispatch_lock);
     if (ac->jobs_tail) {
         ac->jobs_tail->next = job;
     }
@@ -430,16 +507,33 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
     }
     ac->jobs_tail = job;
     ac->jobs_bytes += len;
-    start = !ac->jobs_running;
-    ac->jobs_running = 1;
-    apr_thread_mutex_unlock(dispatch_lock);
-
-    if (start && apr_thread_pool_push(dispatch_pool, run_jobs, ac,
-                                      APR_THREAD_TASK_PRIORITY_NORMAL,
-                                      NULL) != APR_SUCCESS) {
-        /* No thread to be had: run them here rather than lose them. */
-        run_jobs(NULL, ac);
+    if (!ac->jobs_running) {
+        ac->jobs_running = 1;
+        if (run_tail) {
+            run_tail->next_run = ac;
+        }
+        else {
+            run_head = ac;
+        }
+        run_tail = ac;
+        queued = wake_dispatcher();
+        if (!queued) {
+            /* No thread at all: undo, and run the message right here. */
+            next_runnable();
+            ac->jobs = ac->jobs_tail = NULL;
+            ac->jobs_bytes = 0;
+            ac->jobs_running = 0;
+        }
     }
+    pthread_mutex_unlock(&dispatch_lock);
+    if (!queued) {
+        free(job);
+        return 0;
+    }
+    /* Nothing behind this message is parsed before the plugin is done
+     * with it: replies and errors keep the order of the wire. */
+    wc->paused = 1;
+    ac->ever_dispatched = 1;
     return 1;
 }
 
@@ -1144,26 +1238,10 @@ static apr_status_t start_loop(apr_pool_t *pchild, ws_loop *loop, int index,
 }
 
 /* Threads start on demand: a server whose plugins never block has none. */
-static void start_dispatch_pool(apr_pool_t *pchild, server_rec *s, int max)
+static void start_dispatch_pool(int max)
 {
-    apr_status_t rv = apr_thread_mutex_create(&dispatch_lock,
-                                              APR_THREAD_MUTEX_DEFAULT, pchild);
-
-    if (rv == APR_SUCCESS) {
-        rv = apr_thread_pool_create(&dispatch_pool, 0, (apr_size_t)max, pchild);
-    }
-    if (rv == APR_SUCCESS) {
-        /* Threads that are done wait a minute for more work instead of
-         * exiting after each message (the pool's default). */
-        apr_thread_pool_idle_max_set(dispatch_pool, (apr_size_t)max);
-        apr_thread_pool_idle_wait_set(dispatch_pool, apr_time_from_sec(60));
-    }
-    if (rv != APR_SUCCESS) {
-        dispatch_pool = NULL;
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot create the "
-                     "WebSocket dispatch threads; slow plugins stay on the "
-                     "event loops");
-    }
+    dispatch_max = max;
+    dispatch_ready = 1;
 }
 
 void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
@@ -1175,7 +1253,7 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
         || threads <= 0) {
         return;
     }
-    start_dispatch_pool(pchild, s, dispatch_threads);
+    start_dispatch_pool(dispatch_threads);
     logio_add_bytes_in = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
     logio_add_bytes_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
     loops = apr_pcalloc(pchild, sizeof(*loops) * (apr_size_t)threads);

@@ -157,6 +157,30 @@ def test_slow_plugin_always_dispatched(slow_srv):
         b.close()
 
 
+def test_dispatched_connections_run_in_parallel(slow_srv):
+    """Two connections whose messages both sleep run on two dispatch
+    threads at once: B's slow message does not wait behind A's (a thread
+    pool that counted a thread as idle until it took a task let it wait:
+    a real bug, seen under ASan)."""
+    a, b = pair(slow_srv, "/slow-always")
+    try:
+        for _ in range(3):
+            t = time.monotonic()
+            a.send_text("sleep:300")
+            time.sleep(0.01)
+            b.send_text("sleep:300")
+            assert a.recv_text(timeout=5) == "sleep:300"
+            assert b.recv_text(timeout=5) == "sleep:300"
+            took = time.monotonic() - t
+            assert took < 0.5, "the two sleeps ran one after the other: " \
+                               "%.3fs" % took
+        a.close_handshake(1000)
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
+
+
 def test_slow_plugin_off_stalls_the_loop(slow_srv):
     """WebSocketSlowPlugin Off: the plugin stays on the loop, every time:
     while it sleeps, B on the same loop waits (what the other settings
