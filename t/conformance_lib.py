@@ -216,7 +216,9 @@ def inflate_with(d, data, strict=False):
     while True:
         parts.append(d.decompress(data, 256))
         data = d.unconsumed_tail
-        if not data and len(parts[-1]) < 256:
+        # A block with BFINAL set ends the stream (RFC 7692 7.2.3.4 lets a
+        # sender end each message so when it keeps no context).
+        if d.eof or (not data and len(parts[-1]) < 256):
             break
     return b"".join(parts)
 

@@ -60,6 +60,7 @@ def test_demo_endpoints_in_chromium(make_httpd):
     # Chromium always offers permessage-deflate: the server took it.
     assert fields["ext"].startswith("permessage-deflate"), fields
     assert fields["text"] == "true"
+    assert fields["medium"] == "true"
     assert fields["big"] == "true"
     assert fields["binary"] == "true"
     assert fields["close"] == "1000"
