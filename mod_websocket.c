@@ -281,43 +281,40 @@ static const char *set_slow_plugin(cmd_parms *cmd, void *dconf,
     return parse_duration(cmd, arg, &conf->slow_plugin);
 }
 
-static const char *set_dispatch_threads(cmd_parms *cmd, void *dconf,
-                                        const char *arg)
+/* Global thread counts: "Name N", N in [min, max], server config only. */
+static const char *set_global_count(cmd_parms *cmd, const char *arg, int min,
+                                    int max, const char *meaning, int *out)
 {
     const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
     char *end;
     long n;
 
-    (void)dconf;
     if (err) {
         return err;
     }
     n = strtol(arg, &end, 10);
-    if (end == arg || *end || n < 1 || n > 1024) {
-        return "WebSocketDispatchThreads must be a number from 1 to 1024";
+    if (end == arg || *end || n < min || n > max) {
+        return apr_psprintf(cmd->pool, "%s must be a number from %d%s to %d",
+                            cmd->cmd->name, min, meaning, max);
     }
-    dispatch_threads = (int)n;
+    *out = (int)n;
     return NULL;
+}
+
+static const char *set_dispatch_threads(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    (void)dconf;
+    return set_global_count(cmd, arg, 1, 1024, "", &dispatch_threads);
 }
 
 static const char *set_event_threads(cmd_parms *cmd, void *dconf,
                                      const char *arg)
 {
-    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    char *end;
-    long n;
-
     (void)dconf;
-    if (err) {
-        return err;
-    }
-    n = strtol(arg, &end, 10);
-    if (end == arg || *end || n < 0 || n > 64) {
-        return "WebSocketEventThreads must be a number from 0 (no event "
-               "loops: every WebSocket keeps its worker thread) to 64";
-    }
-    event_threads = (int)n;
-    return NULL;
+    return set_global_count(cmd, arg, 0, 64, " (no event loops: every "
+                            "WebSocket keeps its worker thread)",
+                            &event_threads);
 }
 
 static const char *set_origin_check(cmd_parms *cmd, void *dconf,

@@ -134,11 +134,13 @@ def crash_check(request):
         pytest.fail("\n".join(problems), pytrace=False)
 
 
-@pytest.fixture(scope="session")
-def srv():
+def serve(conf_fn, **kw):
+    """For module- and session-scoped fixtures: yields a started Httpd
+    whose extra config is conf_fn(h), checked after every test while it
+    runs, stopped and removed at the end."""
     require_build()
-    h = Httpd()
-    h.write_conf(shared_conf(h))
+    h = Httpd(**kw)
+    h.write_conf(conf_fn(h))
     try:
         h.start()
         register(h)
@@ -147,6 +149,11 @@ def srv():
         h.stop()
     finally:
         h.cleanup()
+
+
+@pytest.fixture(scope="session")
+def srv():
+    yield from serve(shared_conf)
 
 
 @pytest.fixture

@@ -49,18 +49,8 @@ def alive(pid):
 
 @pytest.fixture(scope="module")
 def tls_srv():
-    from conftest import register, require_build, _servers
-    require_build()
-    h = harness.Httpd(tls=True, loglevel="warn websocket:debug")
-    h.write_conf(std_locations(h))
-    try:
-        h.start()
-        register(h)
-        yield h
-        _servers.remove(h)
-        h.stop()
-    finally:
-        h.cleanup()
+    from conftest import serve
+    yield from serve(std_locations, tls=True, loglevel="warn websocket:debug")
 
 
 def wss(h, path="/echo", **kw):

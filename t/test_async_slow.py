@@ -44,18 +44,9 @@ def slow_conf(h):
 
 @pytest.fixture(scope="module")
 def slow_srv():
-    from conftest import register, require_build, _servers
-    require_build()
-    h = harness.Httpd(mpm_conf=ONE_CHILD, loglevel="warn websocket:debug")
-    h.write_conf(slow_conf(h))
-    try:
-        h.start()
-        register(h)
-        yield h
-        _servers.remove(h)
-        h.stop()
-    finally:
-        h.cleanup()
+    from conftest import serve
+    yield from serve(slow_conf, mpm_conf=ONE_CHILD,
+                     loglevel="warn websocket:debug")
 
 
 def latency(c, text, timeout=5):

@@ -46,19 +46,9 @@ def conf(h):
 
 @pytest.fixture(scope="module", params=["worker", "prefork"])
 def sync_srv(request):
-    from conftest import register, require_build, _servers
-    require_build()
-    h = harness.Httpd(mpm=request.param, mpm_conf=MPM_CONF[request.param],
-                      loglevel="warn websocket:debug")
-    h.write_conf(conf(h))
-    try:
-        h.start()
-        register(h)
-        yield h
-        _servers.remove(h)
-        h.stop()
-    finally:
-        h.cleanup()
+    from conftest import serve
+    yield from serve(conf, mpm=request.param, mpm_conf=MPM_CONF[request.param],
+                     loglevel="warn websocket:debug")
 
 
 def test_engine_is_sync(sync_srv):

@@ -160,18 +160,8 @@ def test_graceful_stop_sends_1001(make_httpd, mpm):
 
 @pytest.fixture(scope="module", params=["prefork", "worker"])
 def mpm_srv(request):
-    from conftest import register, require_build, _servers
-    require_build()
-    h = harness.Httpd(mpm=request.param)
-    h.write_conf(probe_conf(h))
-    try:
-        h.start()
-        register(h)
-        yield h
-        _servers.remove(h)
-        h.stop()
-    finally:
-        h.cleanup()
+    from conftest import serve
+    yield from serve(probe_conf, mpm=request.param)
 
 
 def test_mpm_echo_and_errors(mpm_srv):
