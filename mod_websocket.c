@@ -72,33 +72,27 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     ws_dir_conf *base = basev, *add = addv;
     ws_dir_conf *conf = apr_pcalloc(p, sizeof(*conf));
 
-    conf->handler = add->handler ? add->handler : base->handler;
-    conf->max_message_size = add->max_message_size >= 0
-                             ? add->max_message_size : base->max_message_size;
-    conf->send_queue_limit = add->send_queue_limit >= 0
-                             ? add->send_queue_limit : base->send_queue_limit;
-    conf->close_timeout = add->close_timeout >= 0
-                          ? add->close_timeout : base->close_timeout;
-    conf->idle_timeout = add->idle_timeout >= 0
-                         ? add->idle_timeout : base->idle_timeout;
-    conf->slow_plugin = add->slow_plugin >= 0
-                        ? add->slow_plugin : base->slow_plugin;
-    conf->origin_check = add->origin_check != WS_ORIGIN_UNSET
-                         ? add->origin_check : base->origin_check;
-    conf->allow_reserved_codes = add->allow_reserved_codes >= 0
-                                 ? add->allow_reserved_codes
-                                 : base->allow_reserved_codes;
-    conf->trusted_origins = add->trusted_origins ? add->trusted_origins
-                                                 : base->trusted_origins;
-#define MERGE_INT(field) conf->field = add->field >= 0 ? add->field : base->field
-    MERGE_INT(compression);
-    MERGE_INT(compression_level);
-    MERGE_INT(server_context_takeover);
-    MERGE_INT(client_context_takeover);
-    MERGE_INT(server_window_bits);
-    MERGE_INT(client_window_bits);
-    MERGE_INT(compression_min_size);
-#undef MERGE_INT
+/* Unset numbers are -1 (WS_ORIGIN_UNSET too), unset pointers NULL. */
+#define MERGE_SET(field) conf->field = add->field >= 0 ? add->field : base->field
+#define MERGE_PTR(field) conf->field = add->field ? add->field : base->field
+    MERGE_PTR(handler);
+    MERGE_PTR(trusted_origins);
+    MERGE_SET(max_message_size);
+    MERGE_SET(send_queue_limit);
+    MERGE_SET(close_timeout);
+    MERGE_SET(idle_timeout);
+    MERGE_SET(slow_plugin);
+    MERGE_SET(origin_check);
+    MERGE_SET(allow_reserved_codes);
+    MERGE_SET(compression);
+    MERGE_SET(compression_level);
+    MERGE_SET(server_context_takeover);
+    MERGE_SET(client_context_takeover);
+    MERGE_SET(server_window_bits);
+    MERGE_SET(client_window_bits);
+    MERGE_SET(compression_min_size);
+#undef MERGE_SET
+#undef MERGE_PTR
     return conf;
 }
 

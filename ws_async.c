@@ -108,7 +108,6 @@ typedef struct async_conn {
     struct async_conn *next_dirty;   /* under loop->lock */
     struct async_conn *prev, *next;  /* loop->conns, loop thread only */
     dispatch_job *jobs, *jobs_tail;  /* under dispatch_lock */
-    apr_size_t jobs_bytes;           /* under dispatch_lock */
     int jobs_running;                /* under dispatch_lock: queued for, or
                                         owned by, a dispatch thread */
     struct async_conn *next_run;     /* under dispatch_lock: run queue */
@@ -142,7 +141,6 @@ struct ws_loop {
     async_conn *dirty;               /* under lock */
     async_conn *conns;               /* loop thread only */
     async_conn *graveyard;           /* loop thread only, via next */
-    apr_uint32_t nconns;
     volatile apr_uint32_t stop;      /* 0, STOP_GRACEFUL, STOP_NOW */
     int stop_announced;
     async_conn *servicing;           /* progress() follows for this one */
@@ -400,7 +398,6 @@ static void run_jobs(async_conn *ac)
         if (!ac->jobs) {
             ac->jobs_tail = NULL;
         }
-        ac->jobs_bytes -= job->len;
         pthread_mutex_unlock(&dispatch_lock);
 
         ws_conn_call_plugin(ac->wc, job->type, job->data, job->len);
@@ -506,7 +503,6 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
         ac->jobs = job;
     }
     ac->jobs_tail = job;
-    ac->jobs_bytes += len;
     if (!ac->jobs_running) {
         ac->jobs_running = 1;
         if (run_tail) {
@@ -521,7 +517,6 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
             /* No thread at all: undo, and run the message right here. */
             next_runnable();
             ac->jobs = ac->jobs_tail = NULL;
-            ac->jobs_bytes = 0;
             ac->jobs_running = 0;
         }
     }
@@ -683,7 +678,6 @@ static void destroy_dead(ws_loop *loop, apr_time_t now)
             continue;
         }
         *link = ac->next;
-        apr_atomic_dec32(&loop->nconns);
         apr_pool_destroy(ac->c->pool);
     }
 }
@@ -1159,7 +1153,6 @@ void ws_async_suspended(conn_rec *c, request_rec *r)
     ac = wc->engine_data;
     loop = ac->loop;
     ac->handed_over = apr_time_now();
-    apr_atomic_inc32(&loop->nconns);
     apr_thread_mutex_lock(loop->lock);
     ac->next_inbox = loop->inbox;
     loop->inbox = ac;

@@ -560,7 +560,6 @@ static void fail_connection(ws_conn *wc, uint16_t code, const char *why)
                   "failing WebSocket from %s with %u: %s",
                   wc->c->client_ip, (unsigned)code, why);
     wc->peer_closed = 1;
-    wc->failed = 1;
     ws_conn_close(wc, code, why);
 }
 

@@ -154,7 +154,6 @@ struct _WebSocketState {
     ws_parser *parser;
     int peer_closed;                 /* the peer's Close (or a protocol
                                         error) ended the reading side */
-    int failed;                      /* we failed the connection */
     apr_time_t close_deadline;       /* when the closing handshake is given
                                         up, 0 while none has begun */
     apr_time_t last_activity;        /* bytes last read from the peer */
