@@ -21,13 +21,19 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 python3-pytest python3-websockets openssl gcc clang \
                 libclang-rt-14-dev chromium
 
-MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_async.c ws_frame.c ws_deflate.c
-MODULE_HDR := ws_conn.h ws_async.h ws_frame.h ws_deflate.h websocket_plugin.h
+MODULE_SRC := mod_websocket.c ws_conn.c ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
+              ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_frame.c \
+              ws_deflate.c
+MODULE_HDR := ws_conn.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h \
+              ws_frame.h ws_deflate.h websocket_plugin.h
 PLUGINS    := echo dumb_increment
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate
+# Apache modules the tests load beside ours (t/modules/mod_*.c).
+TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
+TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
+UNIT_TESTS := t/test_frame t/test_deflate t/test_dispatch t/test_timer
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -40,7 +46,7 @@ LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 
 all: deps build
 
-build: .libs/mod_websocket.so $(PLUGIN_SO) $(TEST_PLUGIN_SO)
+build: .libs/mod_websocket.so $(PLUGIN_SO) $(TEST_PLUGIN_SO) $(TEST_MODULE_SO)
 
 deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
@@ -56,16 +62,20 @@ t/plugins/.libs/%.so: t/plugins/%.c websocket_plugin.h
 	cd t/plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I../.. -Wl,-lpthread \
 	    -o $*.la $*.c
 
+t/modules/.libs/%.so: t/modules/%.c
+	cd t/modules && $(APXS) -c $(APXS_FLAGS) -o $*.la $*.c
+
 # The same build with AddressSanitizer and UBSan, in build/asan (apxs puts
 # objects beside the sources, so the sources are copied there first).
 ASAN_DIR := build/asan
 asan: deps
-	@mkdir -p $(ASAN_DIR)/plugins $(ASAN_DIR)/t/plugins
+	@mkdir -p $(ASAN_DIR)/plugins $(ASAN_DIR)/t/plugins $(ASAN_DIR)/t/modules
 	@cp -p $(MODULE_SRC) $(MODULE_HDR) Makefile $(ASAN_DIR)/
 	@mkdir -p $(ASAN_DIR)/.ci $(ASAN_DIR)/bench
 	@cp -p .ci/deps.sh $(ASAN_DIR)/.ci/ && cp -p bench/Makefile.inc $(ASAN_DIR)/bench/
 	@cp -p plugins/*.c $(ASAN_DIR)/plugins/
 	@cp -p t/plugins/*.c $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
+	@cp -p t/modules/*.c $(ASAN_DIR)/t/modules/ 2>/dev/null || true
 	$(MAKE) -C $(ASAN_DIR) build \
 	    SAN_CFLAGS="-Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer -Wc,-fno-sanitize-recover=undefined" \
 	    SAN_LDFLAGS="-Wl,-fsanitize=address,undefined"
@@ -75,7 +85,8 @@ asan: deps
 # Every C file, with gcc and with clang, -Wall -Wextra, warnings as errors.
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
-APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c)
+APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c) \
+           $(wildcard t/modules/*.c)
 PLAIN_C  = $(wildcard t/*.c) $(wildcard bench/*.c)
 warnings: deps
 	@for cc in gcc clang; do \
@@ -92,6 +103,12 @@ t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
 
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c
+
+t/test_dispatch: t/test_dispatch.c ws_dispatch.c ws_dispatch.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_dispatch.c
+
+t/test_timer: t/test_timer.c ws_timer.c ws_timer.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_timer.c ws_timer.c
 
 t/fuzz_frame_replay: t/fuzz_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
@@ -139,4 +156,5 @@ clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
-	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)
+	       t/plugins/*.o t/modules/.libs t/modules/*.la t/modules/*.lo \
+	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)

@@ -760,26 +760,43 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     ap_remove_input_filter_byhandle(c->input_filters, "reqtimeout");
     ap_remove_output_filter_byhandle(c->output_filters,
                                      "SSL/TLS Coalescing Filter");
-    r->input_filters = r->proto_input_filters = c->input_filters;
-    r->output_filters = r->proto_output_filters = c->output_filters;
+    /* No HTTP filter may touch the connection again: not this request's,
+     * nor those of the requests an internal redirect came from, which
+     * are finalized after we return (their HTTP_HEADER filter would send
+     * this request's 101 once more). */
+    for (; r; r = r->prev) {
+        r->input_filters = r->proto_input_filters = c->input_filters;
+        r->output_filters = r->proto_output_filters = c->output_filters;
+    }
     /* The request must not be followed by keep-alive or by a body read. */
     c->keepalive = AP_CONN_CLOSE;
 }
 
 /* The event loops can only hold a connection the MPM lets go of: an
- * HTTP/1 connection on the event MPM.  HTTP/2 streams (c->master) and the
- * other MPMs keep the handler's thread. */
+ * HTTP/1 connection on the event MPM, whose request the MPM itself is
+ * processing.  HTTP/2 streams (c->master), the other MPMs, and requests
+ * that reached us through an internal redirect (mod_rewrite in a
+ * directory context, ErrorDocument, Action: r->prev is set; the MPM only
+ * sees the handler of the first request, which returns OK, and would go
+ * on with a connection we suspended) keep the handler's thread. */
 static const ws_engine *choose_engine(request_rec *r)
 {
     conn_rec *c = r->connection;
-    const ws_engine *engine = &ws_engine_sync;
+    const char *why = NULL;
 
-    if (!c->master && c->cs && ws_async_available()) {
-        engine = &ws_engine_async;
+    if (c->master) {
+        why = "HTTP/2 stream";
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket engine: %s",
-                  engine->name);
-    return engine;
+    else if (r->prev) {
+        why = "internal redirect";
+    }
+    else if (!c->cs || !ws_async_available()) {
+        why = "no event loops in this MPM";
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket engine: %s%s%s%s",
+                  why ? "sync" : "async", why ? " (" : "", why ? why : "",
+                  why ? ")" : "");
+    return why ? &ws_engine_sync : &ws_engine_async;
 }
 
 static int ws_handler(request_rec *r)

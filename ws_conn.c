@@ -230,7 +230,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->plugin = conf->handler->plugin;
     wc->protocols = protocols;
     wc->out_limit = (apr_size_t)ws_conf_send_queue_limit(conf);
-    wc->last_activity = apr_time_now();
+    wc->last_activity = wc->idle_anchor = apr_time_now();
 
     memset(&pc, 0, sizeof(pc));
     pc.role = WS_ROLE_SERVER;
@@ -348,7 +348,8 @@ static void append_locked(ws_conn *wc, ws_out_frame *f)
  * small budget of their own, so a pong never makes the data not fit. */
 static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
 {
-    apr_size_t data_bytes = wc->out_bytes - wc->out_control_bytes;
+    apr_size_t data_bytes = wc->out_bytes - wc->out_control_bytes
+        + __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
 
     if (f->is_control ? wc->out_control_bytes + f->len > WS_CONTROL_QUEUE_MAX
                       : data_bytes && data_bytes + f->len > wc->out_limit) {
@@ -505,9 +506,18 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
     apr_thread_mutex_lock(wc->lock);
     head = wc->out_head;
     wc->out_head = wc->out_tail = NULL;
+    /* Still held, by the engine now: still counted. */
+    __atomic_add_fetch(&wc->engine_bytes, wc->out_bytes, __ATOMIC_RELAXED);
     wc->out_bytes = wc->out_control_bytes = 0;
     apr_thread_mutex_unlock(wc->lock);
     return head;
+}
+
+void ws_conn_output_written(ws_conn *wc, apr_size_t len)
+{
+    if (len) {
+        __atomic_sub_fetch(&wc->engine_bytes, len, __ATOMIC_RELAXED);
+    }
 }
 
 /* ---- incoming events ---- */
@@ -708,45 +718,7 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
     return ws_conn_feed_input(wc, scratch, len < size ? len : size);
 }
 
-/* ---- I/O helpers shared by the engines ---- */
-
-apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
-                                    uint8_t *scratch, apr_size_t size)
-{
-    while (!wc->peer_closed && !wc->paused) {
-        apr_size_t len = size;
-        apr_status_t rv;
-        int eos;
-
-        rv = ap_get_brigade(wc->c->input_filters, bb, AP_MODE_READBYTES,
-                            APR_NONBLOCK_READ, size);
-        if (APR_STATUS_IS_EAGAIN(rv)) {
-            return APR_SUCCESS;        /* mod_ssl's way of saying "none" */
-        }
-        if (rv != APR_SUCCESS) {
-            apr_brigade_cleanup(bb);
-            return rv;
-        }
-        eos = !APR_BRIGADE_EMPTY(bb) && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(bb));
-        rv = apr_brigade_flatten(bb, (char *)scratch, &len);
-        apr_brigade_cleanup(bb);
-        if (rv != APR_SUCCESS) {
-            return rv;
-        }
-        if (len == 0) {
-            /* The core filter's way of saying "none": an empty brigade;
-             * the end of the stream comes as EOS. */
-            return eos ? APR_EOF : APR_SUCCESS;
-        }
-        if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
-            return rv;
-        }
-        if (eos) {
-            return APR_EOF;
-        }
-    }
-    return APR_SUCCESS;
-}
+/* ---- output buffers ---- */
 
 static void free_frame(void *data)
 {
@@ -800,17 +772,46 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
     return !output_pending && wc->peer_closed;
 }
 
-void ws_conn_tick(ws_conn *wc, apr_time_t now)
+static apr_time_t earliest(apr_time_t a, apr_time_t b)
+{
+    return !a ? b : !b ? a : a < b ? a : b;
+}
+
+apr_time_t ws_conn_next_deadline(const ws_conn *wc)
+{
+    apr_interval_time_t idle = ws_conf_idle_timeout(wc->conf);
+    apr_time_t next = wc->close_deadline;
+
+    if (idle && !wc->close_deadline) {
+        next = earliest(next, wc->idle_anchor + idle);
+    }
+    return next;
+}
+
+/* The idle timer fires at idle_anchor + idle; activity since then only
+ * moves the anchor, so that reads never touch the engine's timers. */
+static void idle_timer(ws_conn *wc, apr_time_t now)
 {
     apr_interval_time_t idle = ws_conf_idle_timeout(wc->conf);
 
-    if (idle && !wc->close_deadline && now - wc->last_activity > idle) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r, "closing WebSocket "
-                      "from %s: idle for %" APR_TIME_T_FMT "s "
-                      "(WebSocketIdleTimeout)", wc->c->client_ip,
-                      apr_time_sec(now - wc->last_activity));
-        ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "idle timeout");
+    if (!idle || wc->close_deadline || now < wc->idle_anchor + idle) {
+        return;
     }
+    if (now - wc->last_activity < idle) {
+        wc->idle_anchor = wc->last_activity;
+        return;
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r, "closing WebSocket "
+                  "from %s: idle for %" APR_TIME_T_FMT "s "
+                  "(WebSocketIdleTimeout)", wc->c->client_ip,
+                  apr_time_sec(now - wc->last_activity));
+    ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "idle timeout");
+}
+
+void ws_conn_timers(ws_conn *wc, apr_time_t now)
+{
+    idle_timer(wc, now);
+    /* The closing handshake's deadline is ws_conn_done's to judge. */
 }
 
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
@@ -840,7 +841,10 @@ void ws_conn_finish(ws_conn *wc)
     if (wc->plugin->on_disconnect) {
         wc->plugin->on_disconnect(wc->plugin_private, &wc->server);
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, wc->r,
-                  "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
-                  APR_UINT64_T_FMT " out", wc->msgs_in, wc->msgs_out);
+    /* Any thread (a slow plugin's on_disconnect runs on a dispatch
+     * thread): the server's log, not the request's. */
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, wc->s,
+                 "WebSocket from %s closed after %" APR_UINT64_T_FMT
+                 " messages in, %" APR_UINT64_T_FMT " out", wc->c->client_ip,
+                 wc->msgs_in, wc->msgs_out);
 }

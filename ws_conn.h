@@ -3,9 +3,11 @@
  * that drives its I/O.
  *
  * The connection owns the codec, the plugin and a queue of outgoing frames.
- * An engine (ws_sync.c today; an event-loop engine later) moves bytes:
- * it feeds what it read to ws_conn_feed(), writes what ws_conn_take_output()
- * hands it, and asks ws_conn_done() whether the connection is over.
+ * An engine (ws_sync.c, ws_async*.c) moves bytes with ws_io.c: it feeds
+ * what it read to ws_conn_feed_input(), writes what ws_conn_take_output()
+ * hands it (and says so with ws_conn_output_written()), runs the timers
+ * when ws_conn_next_deadline() says, and asks ws_conn_done() whether the
+ * connection is over.
  *
  * Threads: plugins may call send/close from any thread.  Those only touch
  * the queue, under wc->lock, and then call engine->wake().  Everything else
@@ -146,6 +148,10 @@ struct _WebSocketState {
     apr_size_t out_bytes;            /* queued, not yet handed to engine */
     apr_size_t out_control_bytes;    /* of which control frames */
     apr_size_t out_limit;
+    /* Taken by the engine and not yet written (atomic: the engine lowers
+     * it without the lock); with out_bytes, what WebSocketSendQueueLimit
+     * bounds. */
+    apr_size_t engine_bytes;
     int close_queued;                /* no more sends accepted */
     int send_overflow;               /* a sender hit out_limit */
     int finished;                    /* on_disconnect has run */
@@ -157,6 +163,7 @@ struct _WebSocketState {
     apr_time_t close_deadline;       /* when the closing handshake is given
                                         up, 0 while none has begun */
     apr_time_t last_activity;        /* bytes last read from the peer */
+    apr_time_t idle_anchor;          /* the idle timer counts from here */
     int paused;                      /* a message is with a dispatch thread:
                                         parse nothing more until it is done */
     uint8_t *unparsed;               /* input behind that message */
@@ -190,13 +197,6 @@ apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len);
  * unparsed when it paused (scratch: size + 1 bytes). */
 apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
 
-/* Reads what the connection's input filters have, without blocking, and
- * feeds it (bb: an empty brigade of the connection; scratch: size + 1
- * bytes).  APR_SUCCESS when nothing more is available now, APR_EOF when
- * the peer has gone, another error when reading failed. */
-apr_status_t ws_conn_read_available(ws_conn *wc, apr_bucket_brigade *bb,
-                                    uint8_t *scratch, apr_size_t size);
-
 /* Frees a list of frames taken with ws_conn_take_output. */
 void ws_out_frames_free(ws_out_frame *f);
 
@@ -209,16 +209,24 @@ size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
 /* Queues a Close (code 0: none) and stops accepting sends; any thread. */
 void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason);
 
-/* Takes every queued frame, oldest first; the caller frees each. */
+/* Takes every queued frame, oldest first; the caller frees each, and
+ * reports the bytes it wrote with ws_conn_output_written. */
 ws_out_frame *ws_conn_take_output(ws_conn *wc);
+
+/* The engine wrote (or dropped) len bytes of the output it took. */
+void ws_conn_output_written(ws_conn *wc, apr_size_t len);
 
 /* Whether the engine should stop driving the connection now.
  * engine_output: the engine still holds bytes it could not write. */
 int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output);
 
-/* Timers of the connection (idle timeout); engines call it every second
- * or so. */
-void ws_conn_tick(ws_conn *wc, apr_time_t now);
+/* When the connection's timers (closing handshake, idle timeout) need
+ * ws_conn_timers next; 0 for never.  Cheap: it changes only when a timer
+ * ran or the closing handshake began, not with every message. */
+apr_time_t ws_conn_next_deadline(const ws_conn *wc);
+
+/* Runs the timers that are due. */
+void ws_conn_timers(ws_conn *wc, apr_time_t now);
 
 /* The peer vanished or I/O failed: no closing handshake is possible. */
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);

@@ -3,10 +3,14 @@
  * connection until it closes.
  *
  * It is the engine wherever a connection cannot leave its thread: the
- * prefork and worker MPMs and HTTP/2 streams.  The thread sleeps in a
- * wakeable pollset holding the connection's descriptor (a socket, or a
- * pipe on an HTTP/2 stream), so that plugin threads that queue a message
- * can interrupt the sleep.
+ * prefork and worker MPMs, HTTP/2 streams, and internal redirects into a
+ * WebSocket location (the MPM never suspends a redirected request).  The
+ * thread sleeps in a wakeable pollset holding the connection's descriptor
+ * (a socket, or a pipe on an HTTP/2 stream), so that plugin threads that
+ * queue a message can interrupt the sleep.  Writes never block on a
+ * socket: output the peer does not take waits (bounded by
+ * WebSocketSendQueueLimit) while the thread keeps reading, so a client
+ * that writes without reading cannot hold both sides until Timeout.
  */
 #include <stddef.h>
 
@@ -19,6 +23,7 @@
 #include "apr_poll.h"
 
 #include "ws_conn.h"
+#include "ws_io.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -30,8 +35,9 @@ APLOG_USE_MODULE(websocket);
 typedef struct sync_loop {
     apr_pollset_t *pollset;
     apr_pollfd_t pfd;
-    apr_bucket_brigade *in;
-    apr_bucket_brigade *out;
+    apr_int16_t polled;          /* events registered, 0 if none */
+    int can_pollout;             /* a socket (an HTTP/2 pipe cannot) */
+    ws_io io;
     uint8_t *scratch;
     int going_away;              /* 1001 queued because httpd stops */
 } sync_loop;
@@ -45,34 +51,12 @@ static void sync_wake(ws_conn *wc)
     }
 }
 
-/* Writes every queued frame; blocks until the filters took them. */
-static apr_status_t write_queued(ws_conn *wc, sync_loop *loop)
-{
-    ws_out_frame *f = ws_conn_take_output(wc);
-    apr_bucket_alloc_t *ba = wc->c->bucket_alloc;
-    apr_status_t rv;
-
-    if (!f) {
-        return APR_SUCCESS;
-    }
-    while (f) {
-        ws_out_frame *next = f->next;
-
-        APR_BRIGADE_INSERT_TAIL(loop->out, ws_out_frame_bucket(f, ba));
-        wc->msgs_out++;
-        f = next;
-    }
-    APR_BRIGADE_INSERT_TAIL(loop->out, apr_bucket_flush_create(ba));
-    rv = ap_pass_brigade(wc->c->output_filters, loop->out);
-    apr_brigade_cleanup(loop->out);
-    return rv;
-}
-
 static apr_interval_time_t poll_timeout(ws_conn *wc, apr_time_t now)
 {
-    if (wc->close_deadline && wc->close_deadline > now
-        && wc->close_deadline - now < WS_SYNC_STOP_CHECK) {
-        return wc->close_deadline - now;
+    apr_time_t next = ws_conn_next_deadline(wc);
+
+    if (next && next - now < WS_SYNC_STOP_CHECK) {
+        return next > now ? next - now : 0;
     }
     return WS_SYNC_STOP_CHECK;
 }
@@ -85,59 +69,93 @@ static int server_stopping(void)
     return state == AP_MPMQ_STOPPING;
 }
 
+static apr_status_t watch(sync_loop *loop, apr_int16_t want)
+{
+    apr_status_t rv = APR_SUCCESS;
+
+    if (want == loop->polled) {
+        return APR_SUCCESS;
+    }
+    if (loop->polled) {
+        apr_pollset_remove(loop->pollset, &loop->pfd);
+    }
+    loop->polled = 0;
+    if (want) {
+        loop->pfd.reqevents = want;
+        if ((rv = apr_pollset_add(loop->pollset, &loop->pfd)) == APR_SUCCESS) {
+            loop->polled = want;
+        }
+    }
+    return rv;
+}
+
 static apr_status_t setup_loop(ws_conn *wc, sync_loop *loop)
 {
     apr_pool_t *p = wc->r->pool;
     apr_interval_time_t unused;
     apr_status_t rv;
 
-    loop->in = apr_brigade_create(p, wc->c->bucket_alloc);
-    loop->out = apr_brigade_create(p, wc->c->bucket_alloc);
     loop->scratch = apr_palloc(p, WS_SYNC_READ_SIZE + 1);
+    ws_io_init(&loop->io, wc, p);
+    /* An HTTP/2 stream's output has no POLLOUT: it goes to mod_http2,
+     * which waits on the stream's flow control. */
+    loop->io.blocking_writes = wc->c->master != NULL;
     loop->pfd.p = p;
     rv = ap_get_pollfd_from_conn(wc->c, &loop->pfd, &unused);
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    loop->pfd.reqevents = APR_POLLIN;
+    loop->can_pollout = loop->pfd.desc_type == APR_POLL_SOCKET
+                        && !wc->c->master;
     loop->pfd.client_data = wc;
     rv = apr_pollset_create(&loop->pollset, 1, p, APR_POLLSET_WAKEABLE);
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    return apr_pollset_add(loop->pollset, &loop->pfd);
+    return watch(loop, APR_POLLIN);
 }
 
 static int sync_run(ws_conn *wc)
 {
     sync_loop *loop = wc->engine_data;
+    ws_io *io = &loop->io;
     apr_status_t rv;
 
     for (;;) {
         apr_int32_t n;
         const apr_pollfd_t *ready;
         apr_time_t now;
+        apr_int16_t want;
+        int more;
 
-        rv = ws_conn_read_available(wc, loop->in, loop->scratch,
-                                    WS_SYNC_READ_SIZE);
+        rv = ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
+                        (apr_size_t)-1, &more);
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");
         }
-        rv = write_queued(wc, loop);
-        if (rv != APR_SUCCESS) {
+        else {
+            ws_io_try_direct(io);
+        }
+        if ((rv = ws_io_write(io, 0)) != APR_SUCCESS) {
             ws_conn_abort(wc, rv, "write failed");
             break;
         }
         now = apr_time_now();
-        ws_conn_tick(wc, now);
-        if (ws_conn_done(wc, now, 0)) {
+        ws_conn_timers(wc, now);
+        if (ws_conn_done(wc, now, ws_io_output_pending(io))) {
             break;
         }
         if (!loop->going_away && server_stopping()) {
             loop->going_away = 1;
             ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "server shutting down");
             continue;
+        }
+        want = (wc->peer_closed ? 0 : APR_POLLIN)
+             | (loop->can_pollout && ws_io_output_pending(io) ? APR_POLLOUT : 0);
+        if (watch(loop, want) != APR_SUCCESS) {
+            ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
+            break;
         }
         rv = apr_pollset_poll(loop->pollset, poll_timeout(wc, now), &n, &ready);
         if (rv != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(rv)
@@ -146,6 +164,7 @@ static int sync_run(ws_conn *wc)
             break;
         }
     }
+    ws_io_discard(io);
     ws_conn_finish(wc);
     return DONE;
 }

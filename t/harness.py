@@ -426,6 +426,22 @@ class Httpd:
             raise HttpdError("no new generation %ss after SIGUSR1:\n%s"
                              % (wait, self.read(self.error_log_path)))
 
+    def restart(self, wait=15.0):
+        """SIGHUP (apache2 -k restart): children are stopped at once, a new
+        generation starts; waits until it answers."""
+        if not self.running():
+            raise HttpdError("not running")
+        before = self.read(self.error_log_path).count("resuming normal")
+        os.kill(self.proc.pid, signal.SIGHUP)
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            if self.read(self.error_log_path).count("resuming normal") \
+                    > before and self._http_ok():
+                return
+            time.sleep(0.05)
+        raise HttpdError("no new generation %ss after SIGHUP:\n%s"
+                         % (wait, self.read(self.error_log_path)))
+
     def graceful_stop(self, timeout=20.0):
         """SIGWINCH (apache2 -k graceful-stop): children finish, then the
         parent exits; waits for that, then checks like stop()."""

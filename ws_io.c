@@ -1,0 +1,381 @@
+/*
+ * ws_io.c - a WebSocket's non-blocking I/O, through the filters or on the
+ * socket (see ws_io.h).
+ */
+#include <stddef.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "httpd.h"
+#include "http_connection.h"
+#include "http_core.h"
+#include "util_filter.h"
+#include "apr_optional.h"
+#include "apr_strings.h"
+
+#include "ws_io.h"
+
+/* Never hand the core output filter more than this at once: above its
+ * FlushMaxThreshold (64K by default) it would block until written. */
+#define WS_IO_WRITE_CHUNK  (32 * 1024)
+/* Frames one writev takes at most. */
+#define WS_IO_IOVECS       64
+
+/* mod_logio's byte counters (%I, %O), for what direct mode moves. */
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_in) *logio_add_bytes_in;
+static APR_OPTIONAL_FN_TYPE(ap_logio_add_bytes_out) *logio_add_bytes_out;
+
+void ws_io_child_init(void)
+{
+    logio_add_bytes_in = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_in);
+    logio_add_bytes_out = APR_RETRIEVE_OPTIONAL_FN(ap_logio_add_bytes_out);
+}
+
+apr_status_t ws_io_init(ws_io *io, ws_conn *wc, apr_pool_t *p)
+{
+    memset(io, 0, sizeof(*io));
+    io->wc = wc;
+    io->c = wc->c;
+    io->in = apr_brigade_create(p, io->c->bucket_alloc);
+    io->held = apr_brigade_create(p, io->c->bucket_alloc);
+    io->out = apr_brigade_create(p, io->c->bucket_alloc);
+    return APR_SUCCESS;
+}
+
+/* Only the core's filters on the connection (no mod_ssl, no third-party
+ * connection filter; mod_logio's input counter is fine, its counts are
+ * kept by hand): reading and writing the socket directly is then exactly
+ * what the filters would do. */
+static int core_filters_only(conn_rec *c)
+{
+    ap_filter_t *in = c->input_filters;
+
+    if (in && logio_add_bytes_in && !strcasecmp(in->frec->name,
+                                                "log_input_output")) {
+        in = in->next;
+    }
+    return in && c->output_filters
+           && in->frec == ap_core_input_filter_handle && !in->next
+           && c->output_filters->frec == ap_core_output_filter_handle
+           && !c->output_filters->next;
+}
+
+int ws_io_try_direct(ws_io *io)
+{
+    conn_rec *c = io->c;
+
+    /* A socket of our own from here on: no write may wait for it.  (The
+     * filters' non-blocking reads set this themselves; the writes of the
+     * core output filter and mod_ssl's close_notify do not.) */
+    if (!c->master) {
+        apr_socket_timeout_set(ap_get_conn_socket(c), 0);
+    }
+    if (io->direct || c->master || !core_filters_only(c)
+        || !io->filters_drained || !APR_BRIGADE_EMPTY(io->held)
+        || c->data_in_output_filters) {
+        return io->direct;
+    }
+    io->direct = 1;
+    io->sock = ap_get_conn_socket(c);
+    return 1;
+}
+
+/* ---- reading ---- */
+
+static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
+                                apr_size_t budget)
+{
+    ws_conn *wc = io->wc;
+    apr_size_t done = 0;
+
+    while (!wc->peer_closed && !wc->paused && done < budget) {
+        apr_size_t len = size;
+        apr_status_t rv = apr_socket_recv(io->sock, (char *)scratch, &len);
+
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS || len == 0) {
+            return rv == APR_SUCCESS ? APR_EOF : rv;
+        }
+        if (logio_add_bytes_in) {
+            logio_add_bytes_in(io->c, (apr_off_t)len);
+        }
+        done += len;
+        if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
+            return rv;
+        }
+        /* A short read says the socket is empty (the poll is level
+         * triggered: no need for another, empty, read). */
+        if (len < size) {
+            return APR_SUCCESS;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+/* The core input filter says "nothing now" with an empty brigade and the
+ * end of the stream with EOS; mod_ssl says "nothing now" with EAGAIN. */
+static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
+                                 apr_size_t budget, int *more)
+{
+    ws_conn *wc = io->wc;
+    apr_size_t done = 0;
+
+    io->filters_drained = 0;
+    while (!wc->peer_closed && !wc->paused) {
+        apr_size_t len = size;
+        apr_status_t rv;
+        int eos;
+
+        if (done >= budget) {
+            *more = 1;               /* the filters may hold more */
+            return APR_SUCCESS;
+        }
+        rv = ap_get_brigade(io->c->input_filters, io->in, AP_MODE_READBYTES,
+                            APR_NONBLOCK_READ, size);
+        if (APR_STATUS_IS_EAGAIN(rv)) {
+            io->filters_drained = 1;
+            return APR_SUCCESS;
+        }
+        if (rv != APR_SUCCESS) {
+            apr_brigade_cleanup(io->in);
+            return rv;
+        }
+        eos = !APR_BRIGADE_EMPTY(io->in)
+              && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(io->in));
+        rv = apr_brigade_flatten(io->in, (char *)scratch, &len);
+        apr_brigade_cleanup(io->in);
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+        if (len == 0) {
+            io->filters_drained = !eos;
+            return eos ? APR_EOF : APR_SUCCESS;
+        }
+        done += len;
+        if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
+            return rv;
+        }
+        if (eos) {
+            return APR_EOF;
+        }
+    }
+    return APR_SUCCESS;
+}
+
+apr_status_t ws_io_read(ws_io *io, uint8_t *scratch, apr_size_t size,
+                        apr_size_t budget, int *more)
+{
+    *more = 0;
+    return io->direct ? read_direct(io, scratch, size, budget)
+                      : read_filters(io, scratch, size, budget, more);
+}
+
+/* ---- writing ---- */
+
+/* Takes what plugins queued since the last look. */
+static ws_out_frame *take_frames(ws_io *io)
+{
+    ws_out_frame *head = ws_conn_take_output(io->wc), *f;
+
+    for (f = head; f; f = f->next) {
+        io->wc->msgs_out++;
+    }
+    return head;
+}
+
+/* Frees the frames the first 'written' bytes completed. */
+static void advance_sending(ws_io *io, apr_size_t written)
+{
+    ws_conn_output_written(io->wc, written);
+    while (io->sending && written >= io->sending->len - io->sent) {
+        ws_out_frame *done = io->sending;
+
+        written -= done->len - io->sent;
+        io->sending = done->next;
+        io->sent = 0;
+        free(done);
+    }
+    io->sent += written;
+}
+
+static apr_status_t write_direct(ws_io *io, apr_size_t budget)
+{
+    apr_size_t done = 0;
+
+    for (;;) {
+        struct iovec vec[WS_IO_IOVECS];
+        apr_size_t total = 0, written = 0;
+        ws_out_frame *f;
+        apr_status_t rv;
+        int n = 0;
+
+        if (!io->sending && !(io->sending = take_frames(io))) {
+            return APR_SUCCESS;
+        }
+        for (f = io->sending; f && n < WS_IO_IOVECS; f = f->next, n++) {
+            apr_size_t skip = (f == io->sending) ? io->sent : 0;
+
+            vec[n].iov_base = f->bytes + skip;
+            vec[n].iov_len = f->len - skip;
+            total += vec[n].iov_len;
+        }
+        rv = apr_socket_sendv(io->sock, vec, n, &written);
+        if (written && logio_add_bytes_out) {
+            logio_add_bytes_out(io->c, (apr_off_t)written);
+        }
+        advance_sending(io, written);
+        done += written;
+        if (APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && written < total)) {
+            return APR_SUCCESS;          /* socket full: wait for POLLOUT */
+        }
+        if (rv != APR_SUCCESS || (budget && done >= budget)) {
+            return rv;
+        }
+    }
+}
+
+/* The polyfill of ap_filter_output_pending (2.4 has none): calling the
+ * core output filter with no brigade makes it write what it set aside,
+ * without blocking. */
+static apr_status_t push_set_aside(conn_rec *c)
+{
+    ap_filter_t *f = c->output_filters;
+
+    while (f->next) {
+        f = f->next;
+    }
+    return f->frec->filter_func.out_func(f, NULL);
+}
+
+static void hold_frames(ws_io *io)
+{
+    ws_out_frame *f = take_frames(io);
+
+    while (f) {
+        ws_out_frame *next = f->next;
+
+        APR_BRIGADE_INSERT_TAIL(io->held,
+                                ws_out_frame_bucket(f, io->c->bucket_alloc));
+        f = next;
+    }
+}
+
+/* Moves at most WS_IO_WRITE_CHUNK bytes from held to out; returns them. */
+static apr_status_t next_chunk(ws_io *io, apr_size_t *len)
+{
+    apr_bucket *cut;
+    apr_status_t rv = apr_brigade_partition(io->held, WS_IO_WRITE_CHUNK, &cut);
+    apr_off_t moved;
+
+    if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
+        return rv;
+    }
+    while (APR_BRIGADE_FIRST(io->held) != cut && !APR_BRIGADE_EMPTY(io->held)) {
+        apr_bucket *b = APR_BRIGADE_FIRST(io->held);
+
+        APR_BUCKET_REMOVE(b);
+        APR_BRIGADE_INSERT_TAIL(io->out, b);
+    }
+    apr_brigade_length(io->out, 0, &moved);
+    *len = (apr_size_t)moved;
+    return APR_SUCCESS;
+}
+
+/* A stream of HTTP/2 has no POLLOUT: everything goes at once, and the
+ * write waits in mod_http2 as its flow control says. */
+static apr_status_t write_blocking(ws_io *io)
+{
+    apr_off_t len;
+    apr_status_t rv;
+
+    hold_frames(io);
+    if (APR_BRIGADE_EMPTY(io->held)) {
+        return APR_SUCCESS;
+    }
+    apr_brigade_length(io->held, 0, &len);
+    APR_BRIGADE_INSERT_TAIL(io->held, apr_bucket_flush_create(io->c->bucket_alloc));
+    rv = ap_pass_brigade(io->c->output_filters, io->held);
+    apr_brigade_cleanup(io->held);
+    ws_conn_output_written(io->wc, (apr_size_t)len);
+    return rv;
+}
+
+static apr_status_t write_filters(ws_io *io, apr_size_t budget)
+{
+    conn_rec *c = io->c;
+    apr_size_t done = 0;
+    apr_status_t rv;
+
+    for (;;) {
+        apr_size_t len;
+
+        if (c->data_in_output_filters) {
+            if ((rv = push_set_aside(c)) != APR_SUCCESS) {
+                return rv;
+            }
+            if (c->data_in_output_filters) {
+                return APR_SUCCESS;      /* socket full: wait for POLLOUT */
+            }
+        }
+        if (budget && done >= budget) {
+            return APR_SUCCESS;
+        }
+        if (APR_BRIGADE_EMPTY(io->held)) {
+            hold_frames(io);
+            if (APR_BRIGADE_EMPTY(io->held)) {
+                return APR_SUCCESS;
+            }
+        }
+        if ((rv = next_chunk(io, &len)) != APR_SUCCESS) {
+            return rv;
+        }
+        rv = ap_pass_brigade(c->output_filters, io->out);
+        apr_brigade_cleanup(io->out);
+        /* What the filters took is theirs: at most one chunk waits there
+         * while data_in_output_filters holds us back. */
+        ws_conn_output_written(io->wc, len);
+        done += len;
+        if (rv != APR_SUCCESS) {
+            return rv;
+        }
+    }
+}
+
+apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
+{
+    if (io->direct) {
+        return write_direct(io, budget);
+    }
+    return io->blocking_writes ? write_blocking(io) : write_filters(io, budget);
+}
+
+int ws_io_output_pending(const ws_io *io)
+{
+    return io->sending || io->c->data_in_output_filters
+           || !APR_BRIGADE_EMPTY(io->held);
+}
+
+void ws_io_discard(ws_io *io)
+{
+    apr_size_t held = 0;
+    ws_out_frame *f;
+
+    for (f = io->sending; f; f = f->next) {
+        held += f->len - (f == io->sending ? io->sent : 0);
+    }
+    if (!APR_BRIGADE_EMPTY(io->held)) {
+        apr_off_t len;
+
+        apr_brigade_length(io->held, 0, &len);
+        held += (apr_size_t)len;
+    }
+    ws_out_frames_free(io->sending);
+    io->sending = NULL;
+    io->sent = 0;
+    apr_brigade_cleanup(io->held);
+    apr_brigade_cleanup(io->out);
+    apr_brigade_cleanup(io->in);
+    ws_conn_output_written(io->wc, held);
+}
