@@ -6,7 +6,10 @@
 #                   tests again against an ASan+UBSan build
 #   make bench      benchmarks (docs/performance.md)
 #   make install    into apxs's LIBEXECDIR and /etc/apache2/mods-available
-#                   (DESTDIR honoured)
+#                   (DESTDIR honoured; PLUGINDIR for the example plugins)
+#   make deb        the Debian packages, into build/deb/ (debian/)
+#   make docs       regenerate the directive table, reference and README
+#                   entries from docs/directives.def (needs python3)
 
 PYTHON  ?= /usr/bin/python3
 APXS    ?= apxs
@@ -17,16 +20,19 @@ WARN    := -Wall -Wextra
 
 # Everything make run / make test use, from Debian 12; installed when missing.
 # apache2-bin, not apache2: we never want the system service started.
+# What make deb needs (debian/control's Build-Depends, and lintian).
+DEB_BUILD_PACKAGES := apache2-dev zlib1g-dev build-essential debhelper \
+                      dpkg-dev fakeroot lintian
 DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 python3-pytest python3-websockets openssl gcc clang \
-                libclang-rt-14-dev chromium
+                libclang-rt-14-dev chromium $(DEB_BUILD_PACKAGES)
 
 MODULE_SRC := mod_websocket.c ws_conn.c ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_frame.c \
               ws_deflate.c
 MODULE_HDR := ws_conn.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h \
-              ws_frame.h ws_deflate.h websocket_plugin.h
-PLUGINS    := echo dumb_increment
+              ws_frame.h ws_deflate.h websocket_plugin.h ws_directives.h ws_version.h
+PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
@@ -41,12 +47,19 @@ SAN_LDFLAGS ?=
 APXS_FLAGS = -Wc,$(CSTD) -Wc,-Wall -Wc,-Wextra -Wc,-O2 -Wc,-g $(SAN_CFLAGS) $(SAN_LDFLAGS)
 
 LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
+# Where make install puts the example plugins (the Debian package: its own
+# directory, since everything in LIBEXECDIR is taken for an Apache module).
+PLUGINDIR  ?= $(LIBEXECDIR)
 
-.PHONY: all build deps run test unit itest asan bench install clean warnings
+.PHONY: all build module deps run test unit itest asan bench install clean \
+        warnings deb docs
 
 all: deps build
 
-build: .libs/mod_websocket.so $(PLUGIN_SO) $(TEST_PLUGIN_SO) $(TEST_MODULE_SO)
+build: module $(TEST_PLUGIN_SO) $(TEST_MODULE_SO)
+
+# What is installed: the module and the example plugins.
+module: .libs/mod_websocket.so $(PLUGIN_SO)
 
 deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
@@ -123,7 +136,7 @@ itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
 
 # The summary line pytest prints last is the suite's verdict.
-test: warnings unit all asan
+test: warnings unit all deb asan
 	WS_ASAN=1 $(PYTHON) -m pytest -q -p no:cacheprovider -m "not noasan" t
 	@echo "== the conformance suite on prefork (synchronous engine)"
 	WS_CONFORMANCE_MPM=prefork $(PYTHON) -m pytest -q -p no:cacheprovider t/test_conformance_*.py
@@ -141,16 +154,41 @@ bench: all $(BENCH_TOOLS)
 
 # ---- install ----------------------------------------------------------------
 
-install: build
-	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)/etc/apache2/mods-available
+# websocket.conf is the sample mod_websocket.conf, its example plugins'
+# paths made those of PLUGINDIR.
+install: module
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PLUGINDIR) \
+	    $(DESTDIR)/etc/apache2/mods-available
 	install -m 644 .libs/mod_websocket.so $(DESTDIR)$(LIBEXECDIR)/mod_websocket.so
 	for p in $(PLUGINS); do \
 	    install -m 644 plugins/.libs/mod_websocket_$$p.so \
-	        $(DESTDIR)$(LIBEXECDIR)/mod_websocket_$$p.so || exit 1; \
+	        $(DESTDIR)$(PLUGINDIR)/mod_websocket_$$p.so || exit 1; \
 	done
 	echo "LoadModule websocket_module $(LIBEXECDIR)/mod_websocket.so" \
 	    > $(DESTDIR)/etc/apache2/mods-available/websocket.load
-	install -m 644 mod_websocket.conf $(DESTDIR)/etc/apache2/mods-available/websocket.conf
+	sed $(foreach p,$(PLUGINS),-e 's|/usr/lib/apache2/modules/mod_websocket_$(p).so|$(PLUGINDIR)/mod_websocket_$(p).so|') \
+	    mod_websocket.conf > $(DESTDIR)/etc/apache2/mods-available/websocket.conf
+	chmod 644 $(DESTDIR)/etc/apache2/mods-available/websocket.conf
+
+# ---- Debian packages (debian/) -------------------------------------------------
+
+# Built from a copy of the tree in build/deb/src, so that the packaging's
+# files never land in the source tree; the .deb files end in build/deb/.
+DEB_DIR := build/deb
+DEB_SRC := $(DEB_DIR)/src/mod-websocket
+deb:
+	@sh .ci/deps.sh $(DEB_BUILD_PACKAGES)
+	rm -rf $(DEB_DIR) && mkdir -p $(DEB_SRC)
+	tar -c --exclude=./.git --exclude=./build --exclude=.libs --exclude='*.la' \
+	    --exclude='*.lo' --exclude='*.slo' --exclude='*.o' . | tar -x -C $(DEB_SRC)
+	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b > ../build.log 2>&1 \
+	    || { tail -40 ../build.log; exit 1; }
+	cp $(DEB_DIR)/src/*.deb $(DEB_DIR)/
+	lintian --fail-on error $(DEB_DIR)/*.deb
+	@ls $(DEB_DIR)/*.deb
+
+docs:
+	$(PYTHON) docs/gen_directives.py
 
 clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \

@@ -31,6 +31,7 @@
 
 #include "ws_async.h"
 #include "ws_conn.h"
+#include "ws_version.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
 
@@ -413,69 +414,15 @@ static const char *set_compression_min_size(cmd_parms *cmd, void *dconf,
 
 #define WS_CONF_OFFSET(field) ((void *)APR_OFFSETOF(ws_dir_conf, field))
 
+/* The entries come from docs/directives.def, which also makes the
+ * reference and the README's entries; each names its setter above. */
+#define WS_DIRECTIVE(args, name, setter, data, where, help) \
+    AP_INIT_##args(name, setter, data, where, help),
 static const command_rec ws_directives[] = {
-    AP_INIT_TAKE2("WebSocketHandler", set_handler, NULL, RSRC_CONF | ACCESS_CONF,
-                  "a plugin's shared object (relative to ServerRoot) and the "
-                  "name of its initialization function"),
-    AP_INIT_TAKE1("WebSocketMaxMessageSize", set_max_message_size, NULL,
-                  RSRC_CONF | ACCESS_CONF, "the largest message accepted from "
-                  "a client, in bytes (default 16M)"),
-    AP_INIT_TAKE1("MaxMessageSize", set_max_message_size, NULL,
-                  RSRC_CONF | ACCESS_CONF, "deprecated name of "
-                  "WebSocketMaxMessageSize"),
-    AP_INIT_TAKE1("WebSocketSendQueueLimit", set_send_queue_limit, NULL,
-                  RSRC_CONF | ACCESS_CONF, "bytes of outgoing messages queued "
-                  "per connection before a slow reader is disconnected "
-                  "(default 16M)"),
-    AP_INIT_TAKE1("WebSocketCloseTimeout", set_close_timeout, NULL,
-                  RSRC_CONF | ACCESS_CONF, "how long to wait for the peer's "
-                  "Close after sending ours (default 5s)"),
-    AP_INIT_TAKE1("WebSocketIdleTimeout", set_idle_timeout, NULL,
-                  RSRC_CONF | ACCESS_CONF, "close WebSockets that received "
-                  "nothing for this long with 1001 (default Off)"),
-    AP_INIT_TAKE1("WebSocketEventThreads", set_event_threads, NULL, RSRC_CONF,
-                  "event-loop threads per child on the event MPM (default 1)"),
-    AP_INIT_TAKE1("WebSocketSlowPlugin", set_slow_plugin, NULL,
-                  RSRC_CONF | ACCESS_CONF, "an on_message call longer than "
-                  "this moves the plugin's messages off the event loops "
-                  "(default 20ms; Always; Off)"),
-    AP_INIT_TAKE1("WebSocketDispatchThreads", set_dispatch_threads, NULL,
-                  RSRC_CONF, "most threads per child that run slow plugins' "
-                  "messages (default 16, started on demand)"),
-    AP_INIT_TAKE1("WebSocketOriginCheck", set_origin_check, NULL,
-                  RSRC_CONF | ACCESS_CONF, "Same (default), Trusted or Off"),
-    AP_INIT_ITERATE("WebSocketTrustedOrigin", add_trusted_origin, NULL,
-                    RSRC_CONF | ACCESS_CONF, "origins accepted when "
-                    "WebSocketOriginCheck is Trusted"),
-    AP_INIT_FLAG("WebSocketAllowReservedStatusCodes", set_allow_reserved, NULL,
-                 RSRC_CONF | ACCESS_CONF, "accept reserved close codes "
-                 "(1004, 1016-2999) from clients (default Off)"),
-    AP_INIT_FLAG("WebSocketCompression", set_compression_flag,
-                 WS_CONF_OFFSET(compression), RSRC_CONF | ACCESS_CONF,
-                 "negotiate permessage-deflate when a client offers it "
-                 "(default On)"),
-    AP_INIT_TAKE1("WebSocketCompressionLevel", set_compression_level, NULL,
-                  RSRC_CONF | ACCESS_CONF, "zlib compression level 0-9 "
-                  "(default 1)"),
-    AP_INIT_FLAG("WebSocketCompressionServerContextTakeover",
-                 set_compression_flag, WS_CONF_OFFSET(server_context_takeover),
-                 RSRC_CONF | ACCESS_CONF, "keep the compressor's window "
-                 "between messages (default Off: no zlib memory when idle)"),
-    AP_INIT_FLAG("WebSocketCompressionClientContextTakeover",
-                 set_compression_flag, WS_CONF_OFFSET(client_context_takeover),
-                 RSRC_CONF | ACCESS_CONF, "let the client keep its window "
-                 "between messages (default Off: no zlib memory when idle)"),
-    AP_INIT_TAKE1("WebSocketCompressionServerWindowBits", set_server_window_bits,
-                  NULL, RSRC_CONF | ACCESS_CONF, "the compressor's window, "
-                  "9-15 (default 15)"),
-    AP_INIT_TAKE1("WebSocketCompressionClientWindowBits", set_client_window_bits,
-                  NULL, RSRC_CONF | ACCESS_CONF, "the window asked of the "
-                  "client, 8-15, or Off to ask for none (default Off)"),
-    AP_INIT_TAKE1("WebSocketCompressionMinSize", set_compression_min_size, NULL,
-                  RSRC_CONF | ACCESS_CONF, "messages shorter than this are sent "
-                  "uncompressed (default 64)"),
+#include "ws_directives.h"
     { NULL, { NULL }, NULL, 0, 0, NULL }
 };
+#undef WS_DIRECTIVE
 
 /* ---- the opening handshake ---- */
 
@@ -848,6 +795,21 @@ static int ws_handler(request_rec *r)
     return wc->engine->run(wc);
 }
 
+/* One info line per start and restart with the version, as mod_http2 and
+ * mod_md write theirs (not in the configuration's dry run). */
+static int log_version(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
+                       server_rec *s)
+{
+    (void)pconf, (void)plog, (void)ptemp;
+    if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_websocket %s "
+                     "(plugin API version %d, server API version %d) "
+                     "configured", WS_VERSION, WEBSOCKET_PLUGIN_VERSION_0,
+                     WEBSOCKET_SERVER_VERSION_1);
+    }
+    return OK;
+}
+
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
@@ -857,6 +819,7 @@ static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(ws_async_suspended, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(ws_async_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);

@@ -41,3 +41,24 @@ def test_make_install_destdir(tmp_path):
         assert rc == 0, out
     finally:
         h.cleanup()
+
+
+def test_make_install_plugindir(tmp_path):
+    """PLUGINDIR moves the example plugins, and websocket.conf's commented
+    examples name them there (the Debian package uses this)."""
+    dest = tmp_path / "root"
+    plugindir = "/usr/lib/apache2/websocket"
+    subprocess.run(["make", "-s", "install", "DESTDIR=%s" % dest,
+                    "PLUGINDIR=%s" % plugindir], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+    plugins = sorted(os.path.basename(p)[:-2] for p in
+                     os.listdir(os.path.join(REPO, "plugins"))
+                     if p.endswith(".c"))
+    for name in plugins:
+        so = "mod_websocket_%s.so" % name
+        assert os.path.isfile(str(dest) + plugindir + "/" + so), so
+        assert not os.path.exists(os.path.join(
+            str(dest) + apxs_libexecdir(), so)), so
+    conf = (dest / "etc/apache2/mods-available/websocket.conf").read_text()
+    assert "%s/mod_websocket_echo.so echo_init" % plugindir in conf
+    assert "/modules/mod_websocket_echo.so" not in conf
