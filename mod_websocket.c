@@ -31,6 +31,7 @@
 
 #include "ws_async.h"
 #include "ws_conn.h"
+#include "ws_mem.h"
 #include "ws_version.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -43,6 +44,8 @@ module AP_MODULE_DECLARE_DATA websocket_module;
 static int event_threads = 1;
 /* WebSocketDispatchThreads: most threads per child running slow plugins. */
 static int dispatch_threads = 16;
+/* WebSocketMemoryLimit: all WebSocket buffers of a child (0: no limit). */
+static apr_off_t memory_limit = WS_DEFAULT_MEMORY_LIMIT;
 
 /* ---- configuration ---- */
 
@@ -310,6 +313,23 @@ static const char *set_event_threads(cmd_parms *cmd, void *dconf,
     return set_global_count(cmd, arg, 0, 64, " (no event loops: every "
                             "WebSocket keeps its worker thread)",
                             &event_threads);
+}
+
+static const char *set_memory_limit(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "Off")) {
+        memory_limit = 0;
+        return NULL;
+    }
+    return parse_size(cmd->pool, cmd->cmd->name, arg, 1024 * 1024,
+                      &memory_limit);
 }
 
 static const char *set_origin_check(cmd_parms *cmd, void *dconf,
@@ -767,6 +787,11 @@ static int ws_handler(request_rec *r)
     if ((status = check_request(r, conf, &hs)) != OK) {
         return status;
     }
+    if (ws_mem_over_limit()) {
+        apr_table_setn(r->err_headers_out, "Retry-After", "5");
+        return refuse(r, HTTP_SERVICE_UNAVAILABLE, "this child's WebSocket "
+                      "buffers are near WebSocketMemoryLimit");
+    }
     wc = ws_conn_create(r, conf, hs.protocols,
                         hs.deflate ? &hs.deflate_neg.params : NULL);
     if (!wc) {
@@ -812,6 +837,7 @@ static int log_version(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
+    ws_mem_child_init(pchild, memory_limit);
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
 

@@ -31,6 +31,7 @@
 
 #include "ws_async.h"
 #include "ws_async_int.h"
+#include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
 extern module AP_MODULE_DECLARE_DATA websocket_module;
@@ -57,6 +58,7 @@ static void run_dispatched(ws_dispatch_conn *dc, int type, uint8_t *data,
     }
     else {
         ws_conn_call_plugin(wc, type, data, len);
+        ws_mem_add(wc, -(apr_off_t)len);
     }
 }
 
@@ -81,6 +83,7 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
     if (!ws_dispatch_push(&ac->dispatch, type, data, len)) {
         return 0;
     }
+    ws_mem_add(wc, (apr_off_t)len);      /* the copy, until it has run */
     /* Nothing behind this message is parsed before the plugin is done
      * with it: replies and errors keep the order of the wire. */
     wc->paused = 1;

@@ -144,7 +144,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
         /* A peer that stopped reading: flushing would only wait. */
         c->aborted = 1;
     }
-    ws_io_discard(&ac->io);
+    ws_io_discard(&ac->io, 0);
     ac->wc = NULL;
 
     /* Writes the access log line (EOR bucket) and frees r->pool. */

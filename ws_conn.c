@@ -13,6 +13,7 @@
 #include "util_filter.h"
 
 #include "ws_conn.h"
+#include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -87,15 +88,37 @@ static const char *CALLBACK server_header_get(const WebSocketServer *server,
     return apr_table_get(server->state->r->headers_in, key);
 }
 
-/* Headers can only reach the client in the 101, so outside on_connect
- * (where another thread might race the engine on r->pool) this is a
- * no-op. */
+/* Only the thread running on_connect may touch the response, and only
+ * during on_connect: the 101 is sent right after it, and r->pool is not
+ * for two threads. */
+static int in_connect_thread(const ws_conn *wc)
+{
+    return wc->in_on_connect
+           && apr_os_thread_equal(wc->connect_thread, apr_os_thread_current());
+}
+
+/* Headers the handshake itself decides: a plugin setting them would
+ * announce what was never negotiated (RFC 6455 4.2.2, 9.1). */
+static int header_is_the_handshakes(const char *key)
+{
+    return !strncasecmp(key, "Sec-WebSocket-", 14) || !strcasecmp(key, "Upgrade")
+           || !strcasecmp(key, "Connection");
+}
+
 static void CALLBACK server_header_set(const WebSocketServer *server,
                                        const char *key, const char *value)
 {
     ws_conn *wc = server ? server->state : NULL;
 
-    if (!wc || !key || !value || !wc->in_on_connect) {
+    if (!wc || !key || !value || !in_connect_thread(wc)) {
+        return;
+    }
+    if (header_is_the_handshakes(key)) {
+        ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, wc->r,
+                      "plugin %s tried to set the %s response header; the "
+                      "handshake's headers are mod_websocket's (use "
+                      "protocol_set for a subprotocol)",
+                      wc->conf->handler->symbol, key);
         return;
     }
     apr_table_set(wc->r->headers_out, key, value);
@@ -134,7 +157,7 @@ static void CALLBACK server_protocol_set(const WebSocketServer *server,
 {
     ws_conn *wc = server ? server->state : NULL;
 
-    if (!wc || !protocol || !wc->in_on_connect) {
+    if (!wc || !protocol || !in_connect_thread(wc)) {
         return;
     }
     /* RFC 6455 4.2.2: the server may only select what the client offered;
@@ -190,6 +213,7 @@ static apr_status_t release_conn(void *data)
 {
     ws_conn *wc = data;
 
+    ws_mem_unregister(wc);
     ws_parser_destroy(wc->parser);
     wc->parser = NULL;
     ws_out_frames_free(wc->out_head);
@@ -226,6 +250,8 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->r = r;
     wc->c = r->connection;
     wc->s = r->server;
+    wc->client_ip = apr_pstrdup(pool, r->useragent_ip ? r->useragent_ip
+                                                      : r->connection->client_ip);
     wc->conf = conf;
     wc->plugin = conf->handler->plugin;
     wc->protocols = protocols;
@@ -264,6 +290,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->server.protocol_set = server_protocol_set;
     wc->server.send = server_send;
     wc->server.close = server_close;
+    ws_mem_register(wc);
     return wc;
 }
 
@@ -273,6 +300,7 @@ int ws_conn_connect_plugin(ws_conn *wc)
         wc->plugin_private = NULL;
         return 1;
     }
+    wc->connect_thread = apr_os_thread_current();
     wc->in_on_connect = 1;
     wc->plugin_private = wc->plugin->on_connect(&wc->server);
     wc->in_on_connect = 0;
@@ -298,9 +326,10 @@ static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
 {
     uint8_t header[WS_MAX_HEADER_SIZE];
     size_t hlen = ws_frame_header(header, opcode, flags, len, NULL);
-    ws_out_frame *f = malloc(sizeof(*f) + hlen + len);
+    ws_out_frame *f;
 
-    if (!f) {
+    if (len > (size_t)-1 - sizeof(*f) - hlen
+        || !(f = malloc(sizeof(*f) + hlen + len))) {
         return NULL;
     }
     f->next = NULL;
@@ -342,17 +371,20 @@ static void append_locked(ws_conn *wc, ws_out_frame *f)
     }
 }
 
-/* With wc->lock held.  Data counts against WebSocketSendQueueLimit, and
- * the first data message always fits, so that one message as large as
- * the limit still goes to a reader that keeps up; control frames have a
- * small budget of their own, so a pong never makes the data not fit. */
+/* With wc->lock held.  Data counts against WebSocketSendQueueLimit:
+ * what is queued plus what the engine holds, so the limit bounds all the
+ * output a connection keeps.  A message as large as the limit still goes
+ * to a reader that keeps up (its frame header is allowed on top when the
+ * queue is empty); control frames have a small budget of their own, so a
+ * pong never makes the data not fit. */
 static int enqueue_locked(ws_conn *wc, ws_out_frame *f)
 {
     apr_size_t data_bytes = wc->out_bytes - wc->out_control_bytes
         + __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
+    apr_size_t room = wc->out_limit + (data_bytes ? 0 : WS_MAX_HEADER_SIZE);
 
     if (f->is_control ? wc->out_control_bytes + f->len > WS_CONTROL_QUEUE_MAX
-                      : data_bytes && data_bytes + f->len > wc->out_limit) {
+                      : data_bytes + f->len > room) {
         return 0;
     }
     append_locked(wc, f);
@@ -396,6 +428,7 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
 static int queue_frame(ws_conn *wc, ws_out_frame *f)
 {
     int queued = 0, overflow_now = 0;
+    apr_size_t len = f->len;
 
     apr_thread_mutex_lock(wc->lock);
     if (!wc->close_queued && !wc->finished) {
@@ -415,16 +448,19 @@ static int queue_frame(ws_conn *wc, ws_out_frame *f)
     apr_thread_mutex_unlock(wc->lock);
 
     if (queued) {
+        /* Outside the lock: passing WebSocketMemoryLimit sheds
+         * connections, this one perhaps. */
+        ws_mem_add(wc, (apr_off_t)len);
         return 1;
     }
     free(f);
     if (overflow_now) {
         /* A reader this slow would make us hold unbounded memory: give up
-         * on it, and say so once. */
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->s,
+         * on it, and say so once (at info: any client can be slow). */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s,
                      "closing WebSocket from %s: send queue limit of %"
                      APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
-                     "WebSocketSendQueueLimit", wc->c->client_ip, wc->out_limit);
+                     "WebSocketSendQueueLimit", wc->client_ip, wc->out_limit);
         ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
     }
     return 0;
@@ -459,11 +495,29 @@ static size_t send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
     return queued ? len : 0;
 }
 
+/* A message larger than WebSocketSendQueueLimit could never be queued:
+ * refused before it is copied or compressed. */
+static int fits_the_limit(ws_conn *wc, int opcode, size_t len)
+{
+    if (is_control(opcode) || len <= wc->out_limit) {
+        return 1;
+    }
+    if (!__atomic_exchange_n(&wc->oversize_logged, 1, __ATOMIC_RELAXED)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
+                     "plugin %s tried to send a message of %" APR_SIZE_T_FMT
+                     " bytes to %s, more than WebSocketSendQueueLimit (%"
+                     APR_SIZE_T_FMT "); not sent", wc->conf->handler->symbol,
+                     len, wc->client_ip, wc->out_limit);
+    }
+    return 0;
+}
+
 size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
 {
     ws_out_frame *f;
 
-    if (!sendable(wc, opcode, data, len)) {
+    if (__atomic_load_n(&wc->shed, __ATOMIC_RELAXED)
+        || !fits_the_limit(wc, opcode, len) || !sendable(wc, opcode, data, len)) {
         return 0;
     }
     if (wc->deflate && !is_control(opcode)
@@ -480,10 +534,12 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
     size_t plen = ws_close_payload(payload, code, reason,
                                    reason ? strlen(reason) : 0);
     ws_out_frame *f = build_frame(WS_OP_CLOSE, WS_FIN, payload, plen);
+    apr_size_t flen;
 
     if (!f) {
         return;
     }
+    flen = f->len;
     apr_thread_mutex_lock(wc->lock);
     if (wc->close_queued || wc->finished) {
         free(f);
@@ -497,6 +553,10 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
         wc->engine->wake(wc);
     }
     apr_thread_mutex_unlock(wc->lock);
+    if (f) {
+        /* f may be written and freed by now: only its size is used. */
+        ws_mem_add(wc, (apr_off_t)flen);
+    }
 }
 
 ws_out_frame *ws_conn_take_output(ws_conn *wc)
@@ -517,6 +577,58 @@ void ws_conn_output_written(ws_conn *wc, apr_size_t len)
 {
     if (len) {
         __atomic_sub_fetch(&wc->engine_bytes, len, __ATOMIC_RELAXED);
+        ws_mem_add(wc, -(apr_off_t)len);
+    }
+}
+
+int ws_conn_take_discard(ws_conn *wc)
+{
+    return __atomic_load_n(&wc->discard_output, __ATOMIC_RELAXED)
+           && __atomic_exchange_n(&wc->discard_output, 0, __ATOMIC_ACQ_REL);
+}
+
+/* With wc->lock held: empties the queue; returns the bytes it held. */
+static apr_size_t drop_queue_locked(ws_conn *wc, ws_out_frame **dropped)
+{
+    apr_size_t bytes = wc->out_bytes;
+
+    *dropped = wc->out_head;
+    wc->out_head = wc->out_tail = NULL;
+    wc->out_bytes = wc->out_control_bytes = 0;
+    return bytes;
+}
+
+void ws_conn_shed(ws_conn *wc)
+{
+    uint8_t payload[WS_MAX_CONTROL_SIZE];
+    size_t plen = ws_close_payload(payload, WS_CLOSE_TRY_AGAIN_LATER,
+                                   "server memory limit", 19);
+    ws_out_frame *close = build_frame(WS_OP_CLOSE, WS_FIN, payload, plen);
+    ws_out_frame *dropped = NULL;
+    apr_size_t bytes = 0, close_len = close ? close->len : 0;
+    int shed_now = 0;
+
+    apr_thread_mutex_lock(wc->lock);
+    if (!wc->finished && !wc->shed) {
+        wc->shed = shed_now = 1;
+        bytes = drop_queue_locked(wc, &dropped);
+        /* What the engine holds goes too, before it takes the Close. */
+        __atomic_store_n(&wc->discard_output, 1, __ATOMIC_RELEASE);
+        if (close) {
+            append_locked(wc, close);
+            wc->close_queued = 1;
+            close = NULL;
+        }
+        wc->engine->wake(wc);
+    }
+    apr_thread_mutex_unlock(wc->lock);
+    free(close);
+    ws_out_frames_free(dropped);
+    if (shed_now) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket "
+                     "from %s with 1013: it held the most of this child's "
+                     "WebSocket buffers (WebSocketMemoryLimit)", wc->client_ip);
+        ws_mem_add(wc, (apr_off_t)close_len - (apr_off_t)bytes);
     }
 }
 
@@ -610,6 +722,7 @@ static void deliver_message(ws_conn *wc, ws_event *ev)
                                         : MESSAGE_TYPE_BINARY;
     /* Written under wc->lock by any thread; an atomic read suffices. */
     int closing = __atomic_load_n(&wc->close_queued, __ATOMIC_ACQUIRE);
+    size_t held;
 
     /* Once we have sent our Close the plugin has said it is done: what
      * the peer sends until its Close arrives is dropped (RFC 6455 5.5.1). */
@@ -620,12 +733,14 @@ static void deliver_message(ws_conn *wc, ws_event *ev)
         call_on_message(wc, type, ev->data, ev->len);
         return;
     }
+    held = wc->inflated.cap;
     if (inflate_message(wc, ev)) {
         call_on_message(wc, type, wc->inflated.data, wc->inflated.len);
     }
     if (wc->inflated.cap > WS_KEEP_BUFFER_MAX) {
         ws_deflate_buf_free(&wc->inflated);
     }
+    ws_mem_add(wc, (apr_off_t)wc->inflated.cap - (apr_off_t)held);
 }
 
 static void peer_sent_close(ws_conn *wc, ws_event *ev)
@@ -644,6 +759,17 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
                   NULL);
 }
 
+/* The message being assembled counts in the child's buffers. */
+static void account_parser(ws_conn *wc)
+{
+    size_t held = ws_parser_buffered(wc->parser);
+
+    if (held != wc->parser_held) {
+        ws_mem_add(wc, (apr_off_t)held - (apr_off_t)wc->parser_held);
+        wc->parser_held = held;
+    }
+}
+
 size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 {
     size_t total = len;
@@ -655,9 +781,10 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 
         buf += used;
         len -= used;
+        if (ev.type == WS_EV_NONE) {
+            break;                   /* all consumed */
+        }
         switch (ev.type) {
-        case WS_EV_NONE:
-            return total;
         case WS_EV_MESSAGE:
             deliver_message(wc, &ev);
             break;
@@ -674,6 +801,7 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
             break;
         }
     }
+    account_parser(wc);
     return total - len;
 }
 
@@ -689,6 +817,7 @@ static apr_status_t keep_unparsed(ws_conn *wc, const uint8_t *rest, size_t len)
     memcpy(kept, rest, len);
     wc->unparsed = kept;
     wc->unparsed_len = len;
+    ws_mem_add(wc, (apr_off_t)len);
     return APR_SUCCESS;
 }
 
@@ -715,29 +844,8 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
     free(wc->unparsed);
     wc->unparsed = NULL;
     wc->unparsed_len = 0;
+    ws_mem_add(wc, -(apr_off_t)len);
     return ws_conn_feed_input(wc, scratch, len < size ? len : size);
-}
-
-/* ---- output buffers ---- */
-
-static void free_frame(void *data)
-{
-    free(data);
-}
-
-/* The bucket frees the malloc'd frame with free(); only the bucket itself
- * comes from the (single-threaded) allocator of the connection.  start
- * and length skip the queue link in front of the bytes. */
-apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba)
-{
-    apr_size_t skip = (apr_size_t)(f->bytes - (uint8_t *)f);
-    apr_size_t len = f->len;
-    apr_bucket *b = apr_bucket_heap_create((const char *)f, skip + len,
-                                           free_frame, ba);
-
-    b->start += skip;
-    b->length = len;
-    return b;
 }
 
 /* ---- ending ---- */
@@ -828,15 +936,15 @@ void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
 void ws_conn_finish(ws_conn *wc)
 {
     ws_out_frame *unsent;
+    apr_size_t dropped;
 
     apr_thread_mutex_lock(wc->lock);
     wc->finished = 1;
     wc->close_queued = 1;
-    unsent = wc->out_head;
-    wc->out_head = wc->out_tail = NULL;
-    wc->out_bytes = wc->out_control_bytes = 0;
+    dropped = drop_queue_locked(wc, &unsent);
     apr_thread_mutex_unlock(wc->lock);
     ws_out_frames_free(unsent);
+    ws_mem_add(wc, -(apr_off_t)dropped);
 
     if (wc->plugin->on_disconnect) {
         wc->plugin->on_disconnect(wc->plugin_private, &wc->server);

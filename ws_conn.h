@@ -21,7 +21,9 @@
 #include "http_config.h"
 #include "apr_buckets.h"
 #include "apr_dso.h"
+#include "apr_ring.h"
 #include "apr_thread_mutex.h"
+#include "apr_portable.h"
 
 #include "websocket_plugin.h"
 #include "ws_deflate.h"
@@ -130,6 +132,10 @@ struct _WebSocketState {
     apr_array_header_t *protocols;   /* offered subprotocols */
     const char *chosen_protocol;
     int in_on_connect;               /* header_set/protocol_set allowed */
+    apr_os_thread_t connect_thread;  /* the thread running on_connect */
+    /* The client's address for log lines from any thread: the request's
+     * useragent_ip (mod_remoteip's), copied where it outlives r. */
+    const char *client_ip;
 
     const ws_engine *engine;
     void *engine_data;
@@ -155,6 +161,15 @@ struct _WebSocketState {
     int close_queued;                /* no more sends accepted */
     int send_overflow;               /* a sender hit out_limit */
     int finished;                    /* on_disconnect has run */
+    int oversize_logged;             /* a send larger than out_limit */
+
+    /* The child's memory accounting (ws_mem.c). */
+    APR_RING_ENTRY(_WebSocketState) mem_link;   /* under its lock */
+    int mem_registered;
+    apr_off_t mem_held;              /* atomic: bytes this connection holds */
+    int shed;                        /* atomic: closed by WebSocketMemoryLimit */
+    int discard_output;              /* atomic: the engine drops its output */
+    size_t parser_held;              /* engine thread: accounted parser buffer */
 
     /* Engine thread only. */
     ws_parser *parser;
@@ -200,9 +215,6 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
 /* Frees a list of frames taken with ws_conn_take_output. */
 void ws_out_frames_free(ws_out_frame *f);
 
-/* A heap bucket that takes over a queued frame without copying it. */
-apr_bucket *ws_out_frame_bucket(ws_out_frame *f, apr_bucket_alloc_t *ba);
-
 /* Queues one whole message; any thread.  Returns len, or 0 if refused. */
 size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
 
@@ -215,6 +227,14 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc);
 
 /* The engine wrote (or dropped) len bytes of the output it took. */
 void ws_conn_output_written(ws_conn *wc, apr_size_t len);
+
+/* Whether the engine must drop the output it holds (the connection was
+ * shed); asks once.  Engines call it before taking output. */
+int ws_conn_take_discard(ws_conn *wc);
+
+/* WebSocketMemoryLimit: drops what the connection queued, refuses its
+ * sends and closes it with 1013; any thread. */
+void ws_conn_shed(ws_conn *wc);
 
 /* Whether the engine should stop driving the connection now.
  * engine_output: the engine still holds bytes it could not write. */

@@ -35,6 +35,10 @@ WS_DIRECTIVE(TAKE1, "WebSocketEventThreads", set_event_threads, NULL,
              RSRC_CONF,
              "Event-loop threads per child process on the event MPM (0: "
              "none) (default 1)")
+WS_DIRECTIVE(TAKE1, "WebSocketMemoryLimit", set_memory_limit, NULL,
+             RSRC_CONF,
+             "The most all WebSocket buffers of one child process may hold "
+             "(default 1G)")
 WS_DIRECTIVE(TAKE1, "WebSocketSlowPlugin", set_slow_plugin, NULL,
              RSRC_CONF | ACCESS_CONF,
              "An on_message call longer than this moves the plugin's "

@@ -37,7 +37,6 @@ apr_status_t ws_io_init(ws_io *io, ws_conn *wc, apr_pool_t *p)
     io->wc = wc;
     io->c = wc->c;
     io->in = apr_brigade_create(p, io->c->bucket_alloc);
-    io->held = apr_brigade_create(p, io->c->bucket_alloc);
     io->out = apr_brigade_create(p, io->c->bucket_alloc);
     return APR_SUCCESS;
 }
@@ -71,8 +70,7 @@ int ws_io_try_direct(ws_io *io)
         apr_socket_timeout_set(ap_get_conn_socket(c), 0);
     }
     if (io->direct || c->master || !core_filters_only(c)
-        || !io->filters_drained || !APR_BRIGADE_EMPTY(io->held)
-        || c->data_in_output_filters) {
+        || !io->filters_drained || c->data_in_output_filters) {
         return io->direct;
     }
     io->direct = 1;
@@ -249,56 +247,44 @@ static apr_status_t push_set_aside(conn_rec *c)
     return f->frec->filter_func.out_func(f, NULL);
 }
 
-static void hold_frames(ws_io *io)
+/* Transient buckets over the frames being sent, from where the last pass
+ * stopped, up to max bytes (0: all).  Whatever a filter must keep, it
+ * copies (setaside), so a frame can be freed as soon as it is passed. */
+static apr_size_t fill_out(ws_io *io, apr_size_t max)
 {
-    ws_out_frame *f = take_frames(io);
+    apr_bucket_alloc_t *ba = io->c->bucket_alloc;
+    apr_size_t total = 0;
+    ws_out_frame *f;
 
-    while (f) {
-        ws_out_frame *next = f->next;
+    for (f = io->sending; f && (!max || total < max); f = f->next) {
+        apr_size_t skip = (f == io->sending) ? io->sent : 0;
+        apr_size_t len = f->len - skip;
 
-        APR_BRIGADE_INSERT_TAIL(io->held,
-                                ws_out_frame_bucket(f, io->c->bucket_alloc));
-        f = next;
+        if (max && len > max - total) {
+            len = max - total;
+        }
+        APR_BRIGADE_INSERT_TAIL(io->out, apr_bucket_transient_create(
+                                    (const char *)f->bytes + skip, len, ba));
+        total += len;
     }
-}
-
-/* Moves at most WS_IO_WRITE_CHUNK bytes from held to out; returns them. */
-static apr_status_t next_chunk(ws_io *io, apr_size_t *len)
-{
-    apr_bucket *cut;
-    apr_status_t rv = apr_brigade_partition(io->held, WS_IO_WRITE_CHUNK, &cut);
-    apr_off_t moved;
-
-    if (rv != APR_SUCCESS && rv != APR_INCOMPLETE) {
-        return rv;
-    }
-    while (APR_BRIGADE_FIRST(io->held) != cut && !APR_BRIGADE_EMPTY(io->held)) {
-        apr_bucket *b = APR_BRIGADE_FIRST(io->held);
-
-        APR_BUCKET_REMOVE(b);
-        APR_BRIGADE_INSERT_TAIL(io->out, b);
-    }
-    apr_brigade_length(io->out, 0, &moved);
-    *len = (apr_size_t)moved;
-    return APR_SUCCESS;
+    return total;
 }
 
 /* A stream of HTTP/2 has no POLLOUT: everything goes at once, and the
  * write waits in mod_http2 as its flow control says. */
 static apr_status_t write_blocking(ws_io *io)
 {
-    apr_off_t len;
+    apr_size_t len;
     apr_status_t rv;
 
-    hold_frames(io);
-    if (APR_BRIGADE_EMPTY(io->held)) {
+    if (!io->sending && !(io->sending = take_frames(io))) {
         return APR_SUCCESS;
     }
-    apr_brigade_length(io->held, 0, &len);
-    APR_BRIGADE_INSERT_TAIL(io->held, apr_bucket_flush_create(io->c->bucket_alloc));
-    rv = ap_pass_brigade(io->c->output_filters, io->held);
-    apr_brigade_cleanup(io->held);
-    ws_conn_output_written(io->wc, (apr_size_t)len);
+    len = fill_out(io, 0);
+    APR_BRIGADE_INSERT_TAIL(io->out, apr_bucket_flush_create(io->c->bucket_alloc));
+    rv = ap_pass_brigade(io->c->output_filters, io->out);
+    apr_brigade_cleanup(io->out);
+    advance_sending(io, len);
     return rv;
 }
 
@@ -322,20 +308,15 @@ static apr_status_t write_filters(ws_io *io, apr_size_t budget)
         if (budget && done >= budget) {
             return APR_SUCCESS;
         }
-        if (APR_BRIGADE_EMPTY(io->held)) {
-            hold_frames(io);
-            if (APR_BRIGADE_EMPTY(io->held)) {
-                return APR_SUCCESS;
-            }
+        if (!io->sending && !(io->sending = take_frames(io))) {
+            return APR_SUCCESS;
         }
-        if ((rv = next_chunk(io, &len)) != APR_SUCCESS) {
-            return rv;
-        }
+        len = fill_out(io, WS_IO_WRITE_CHUNK);
         rv = ap_pass_brigade(c->output_filters, io->out);
         apr_brigade_cleanup(io->out);
         /* What the filters took is theirs: at most one chunk waits there
          * while data_in_output_filters holds us back. */
-        ws_conn_output_written(io->wc, len);
+        advance_sending(io, len);
         done += len;
         if (rv != APR_SUCCESS) {
             return rv;
@@ -345,6 +326,9 @@ static apr_status_t write_filters(ws_io *io, apr_size_t budget)
 
 apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
 {
+    if (ws_conn_take_discard(io->wc)) {
+        ws_io_discard(io, 1);
+    }
     if (io->direct) {
         return write_direct(io, budget);
     }
@@ -353,29 +337,31 @@ apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
 
 int ws_io_output_pending(const ws_io *io)
 {
-    return io->sending || io->c->data_in_output_filters
-           || !APR_BRIGADE_EMPTY(io->held);
+    return io->sending || io->c->data_in_output_filters;
 }
 
-void ws_io_discard(ws_io *io)
+void ws_io_discard(ws_io *io, int keep_partial)
 {
-    apr_size_t held = 0;
+    ws_out_frame *drop = io->sending;
+    apr_size_t unwritten = 0, skip = io->sent;
     ws_out_frame *f;
 
-    for (f = io->sending; f; f = f->next) {
-        held += f->len - (f == io->sending ? io->sent : 0);
+    /* A frame whose start went out must go out whole, or the peer would
+     * read what follows as its payload. */
+    if (keep_partial && io->sent && drop) {
+        drop = drop->next;
+        io->sending->next = NULL;
+        skip = 0;
     }
-    if (!APR_BRIGADE_EMPTY(io->held)) {
-        apr_off_t len;
-
-        apr_brigade_length(io->held, 0, &len);
-        held += (apr_size_t)len;
+    else {
+        io->sending = NULL;
+        io->sent = 0;
     }
-    ws_out_frames_free(io->sending);
-    io->sending = NULL;
-    io->sent = 0;
-    apr_brigade_cleanup(io->held);
+    for (f = drop; f; f = f->next) {
+        unwritten += f->len - (f == drop ? skip : 0);
+    }
+    ws_out_frames_free(drop);
     apr_brigade_cleanup(io->out);
     apr_brigade_cleanup(io->in);
-    ws_conn_output_written(io->wc, held);
+    ws_conn_output_written(io->wc, unwritten);
 }

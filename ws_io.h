@@ -34,9 +34,8 @@ typedef struct ws_io {
                                     wait in mod_http2 */
     apr_socket_t *sock;          /* direct mode */
     apr_bucket_brigade *in;      /* filter mode: what a read returned */
-    apr_bucket_brigade *held;    /* filter mode: frames not yet passed */
     apr_bucket_brigade *out;     /* filter mode: the chunk being passed */
-    ws_out_frame *sending;       /* direct mode: frames being written */
+    ws_out_frame *sending;       /* frames taken, being written */
     apr_size_t sent;             /* of the first of them */
     int filters_drained;         /* the last filter read found nothing */
 } ws_io;
@@ -63,9 +62,10 @@ apr_status_t ws_io_write(ws_io *io, apr_size_t budget);
 /* Whether output waits for the connection to become writable. */
 int ws_io_output_pending(const ws_io *io);
 
-/* Drops output taken from the queue but never written (the connection
- * ends without it). */
-void ws_io_discard(ws_io *io);
+/* Drops output taken from the queue but never written: all of it when
+ * the connection ends; with keep_partial, all but a frame whose start
+ * was written (the connection goes on to a Close). */
+void ws_io_discard(ws_io *io, int keep_partial);
 
 /* child_init: mod_logio's counters, for direct mode. */
 void ws_io_child_init(void);

@@ -164,7 +164,7 @@ static int sync_run(ws_conn *wc)
             break;
         }
     }
-    ws_io_discard(io);
+    ws_io_discard(io, 0);
     ws_conn_finish(wc);
     return DONE;
 }

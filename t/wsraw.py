@@ -474,7 +474,7 @@ class WSClient:
 
 
 def open_many(port, path="/echo", n=1, batch=200, headers=None,
-              timeout=DEFAULT_TIMEOUT):
+              timeout=DEFAULT_TIMEOUT, rcvbuf=None):
     """n WebSockets to path as WSClients, the handshakes pipelined `batch`
     at a time: every connection of a batch is opened and sends its request
     before the answers are read (so a batch must fit the listen backlog).
@@ -484,8 +484,12 @@ def open_many(port, path="/echo", n=1, batch=200, headers=None,
         for start in range(0, n, batch):
             pending = []
             for _ in range(start, min(n, start + batch)):
-                s = socket.create_connection(("127.0.0.1", port),
-                                             timeout=timeout)
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                if rcvbuf is not None:
+                    # Before connect: the window the server sees is small.
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+                s.settimeout(timeout)
+                s.connect(("127.0.0.1", port))
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 key = make_key()
                 pending.append((s, key))
