@@ -579,6 +579,23 @@ class Httpd:
                 return text
             time.sleep(0.05)
 
+    def expect_log(self, what, mark=None, which="error", timeout=5.0,
+                   count=1):
+        """Waits until the log (from `mark`) holds `what` -- a string, at
+        least `count` times, or a predicate on the text -- and returns the
+        text; fails saying what was expected once `timeout` has passed."""
+        if callable(what):
+            pred, wanted = what, "the expected lines"
+        else:
+            pred = lambda t: t.count(what) >= count  # noqa: E731
+            wanted = "%r%s" % (what, " x%d" % count if count > 1 else "")
+        text = self.wait_log(pred, mark, which, timeout)
+        if not pred(text):
+            raise HttpdError("%s not in the %s log within %ss; it has "
+                             "since the mark:\n%s" % (wanted, which, timeout,
+                                                       text[-4000:]))
+        return text
+
 
 # ---- make run ---------------------------------------------------------------
 

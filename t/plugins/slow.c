@@ -2,11 +2,13 @@
  * slow.c - a test plugin that blocks in on_message when asked to, like a
  * plugin waiting on a database.
  *
- *   sleep:<ms>[anything]   sleeps ms milliseconds in on_message, then
- *                          echoes the message
+ *   sleep:<ms>[anything]   logs "slow begin <message>" (WS_TEST_LOG), so a
+ *                          test knows on_message is under way; sleeps ms
+ *                          milliseconds, then echoes the message
  *   anything else          is echoed at once, with its type
  */
 #include "websocket_plugin.h"
+#include "test_log.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -37,6 +39,7 @@ static size_t CALLBACK slow_on_message(void *priv,
         memcpy(num, buffer + 6, size - 6);
         num[size - 6] = '\0';
         ms = strtol(num, NULL, 10);
+        logf_("slow begin %.*s", (int)size, (const char *)buffer);
         if (ms > 0 && ms <= 10000)
             sleep_ms(ms);
     }
