@@ -131,12 +131,16 @@ class Httpd:
     certificate for 127.0.0.1 generated into the ServerRoot: h.cert_path);
     the <Location>s of the main server apply there too.  h.ssl_context()
     is a client context that trusts that certificate.
+
+    For benchmarks: access_log=False writes no access log (thousands of
+    lines); docroot=False configures no DocumentRoot, so that a request's
+    memory is not that of mapping its URL to a file.
     """
 
     def __init__(self, conf="", mpm="event", port=None, docroot=None,
                  loglevel="warn websocket:info", env=None, timeout=10,
                  tmp_parent=None, user=None, load_module=True, mpm_conf=None,
-                 tls=False):
+                 tls=False, access_log=True):
         if mpm not in MPMS:
             raise ValueError("mpm must be one of %s" % (MPMS,))
         self.mpm = mpm
@@ -145,6 +149,7 @@ class Httpd:
         self.fixed_port = port is not None
         self.tls = tls
         self.tls_port = None
+        self.with_access_log = access_log
         self.root = tempfile.mkdtemp(prefix="ws-httpd-", dir=tmp_parent)
         os.chmod(self.root, 0o755)
         for d in ("logs", "run", "htdocs", "shared", "san"):
@@ -153,7 +158,8 @@ class Httpd:
         os.chmod(os.path.join(self.root, "shared"), 0o777)
         self.san_dir = os.path.join(self.root, "san")
         os.chmod(self.san_dir, 0o777)
-        self.docroot = docroot or os.path.join(self.root, "htdocs")
+        self.docroot = None if docroot is False else (
+            docroot or os.path.join(self.root, "htdocs"))
         os.chmod(os.path.join(self.root, "htdocs"), 0o755)
         self.conf_path = os.path.join(self.root, "httpd.conf")
         self.error_log_path = os.path.join(self.root, "logs", "error_log")
@@ -237,15 +243,17 @@ class Httpd:
             "LogLevel %s" % (self.loglevel if self.load_module
                              else "warn"),
             'LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" wstest',
-            'CustomLog "%s" wstest' % self.access_log_path,
-            "TypesConfig /etc/mime.types",
-            'DocumentRoot "%s"' % self.docroot,
-            '<Directory "%s">' % self.docroot,
-            "    Require all granted",
-            "</Directory>",
-            "DirectoryIndex index.html",
-            "PassEnv WS_TEST_LOG",
         ]
+        if self.with_access_log:
+            lines.append('CustomLog "%s" wstest' % self.access_log_path)
+        lines.append("TypesConfig /etc/mime.types")
+        if self.docroot is not None:
+            lines += ['DocumentRoot "%s"' % self.docroot,
+                      '<Directory "%s">' % self.docroot,
+                      "    Require all granted",
+                      "</Directory>",
+                      "DirectoryIndex index.html"]
+        lines.append("PassEnv WS_TEST_LOG")
         if COREDUMP:
             lines.append('CoreDumpDirectory "%s"' % self.san_dir)
         if self.tls:
