@@ -339,7 +339,7 @@ class Httpd:
         if self.proc is not None:
             raise HttpdError("already started")
         self.stderr_file = open(self.stderr_path, "ab")
-        before = self.read(self.error_log_path).count("resuming normal")
+        before = self.generations()
         self.proc = subprocess.Popen(
             [APACHE, "-f", self.conf_path, "-DFOREGROUND"],
             stdin=subprocess.DEVNULL, stdout=self.stderr_file,
@@ -368,8 +368,7 @@ class Httpd:
                     self.read(self.error_log_path)))
             # The port listens before the MPM has set its signal handlers
             # and started children: wait for AH00489 and a served request.
-            if self.read(self.error_log_path).count("resuming normal") \
-                    > before and self._http_ok():
+            if self.generations() > before and self._http_ok():
                 break
             if time.monotonic() > end:
                 self.kill()
@@ -415,24 +414,31 @@ class Httpd:
                 out.append(int(d))
         return out
 
+    def generations(self):
+        """How many generations have started (AH00489/AH00094 lines)."""
+        return self.read(self.error_log_path).count("resuming normal")
+
     def graceful(self, wait=15.0):
         """SIGUSR1; waits until the new generation answers."""
         if not self.running():
             raise HttpdError("not running")
-        before = self.read(self.error_log_path).count("resuming normal")
+        before = self.generations()
         os.kill(self.proc.pid, signal.SIGUSR1)
+        self.wait_new_generation(before, wait)
+
+    def wait_new_generation(self, before, wait=15.0):
+        """Waits until a generation after the `before` first ones (a count
+        from generations()) has started and answers."""
         end = time.monotonic() + wait
         while time.monotonic() < end:
-            if self.read(self.error_log_path).count("resuming normal") \
-                    > before and self._http_ok():
-                break
+            if self.generations() > before and self._http_ok():
+                return
             if self.proc.poll() is not None:
                 raise HttpdError("httpd died on graceful restart:\n%s"
                                  % self.read(self.error_log_path))
             time.sleep(0.05)
-        else:
-            raise HttpdError("no new generation %ss after SIGUSR1:\n%s"
-                             % (wait, self.read(self.error_log_path)))
+        raise HttpdError("no new generation within %ss of the restart:\n%s"
+                         % (wait, self.read(self.error_log_path)[-3000:]))
 
     def graceful_stop(self, timeout=20.0):
         """SIGWINCH (apache2 -k graceful-stop): children finish, then the
