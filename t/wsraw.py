@@ -532,19 +532,28 @@ def open_many(port, path="/echo", n=1, batch=200, headers=None,
     return out
 
 
+def tcp_table():
+    """The IPv4 TCP sockets of /proc/net/tcp, as (local port, remote port,
+    tx_queue, inode) tuples."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            yield (int(fields[1].split(":")[1], 16),
+                   int(fields[2].split(":")[1], 16),
+                   int(fields[4].split(":")[0], 16), fields[9])
+
+
 def server_send_queue(c):
     """Bytes the server's end of c's TCP connection holds unacknowledged
     or unsent (tx_queue in /proc/net/tcp).  More than c's receive buffer
     can take means that c's window is closed and the server's writes
     wait: c is not reading."""
-    me = "%08X:%04X" % (0x0100007F, c.sock.getsockname()[1])
-    peer = "%08X:%04X" % (0x0100007F, c.sock.getpeername()[1])
-    with open("/proc/net/tcp") as f:
-        for line in f:
-            fields = line.split()
-            if fields[1:3] == [peer, me]:
-                return int(fields[4].split(":")[0], 16)
-    raise WSError("no server socket for %s in /proc/net/tcp" % me)
+    me, peer = c.sock.getsockname()[1], c.sock.getpeername()[1]
+    for local, remote, tx_queue, _ in tcp_table():
+        if (local, remote) == (peer, me):
+            return tx_queue
+    raise WSError("no server socket for port %d in /proc/net/tcp" % me)
 
 
 def wait_until(pred, timeout=5.0, interval=0.05):
