@@ -71,7 +71,7 @@ plugins/.libs/mod_websocket_%.so: plugins/%.c websocket_plugin.h
 	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
 	    -o mod_websocket_$*.la $*.c
 
-t/plugins/.libs/%.so: t/plugins/%.c websocket_plugin.h
+t/plugins/.libs/%.so: t/plugins/%.c t/plugins/test_log.h websocket_plugin.h
 	cd t/plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I../.. -Wl,-lpthread \
 	    -o $*.la $*.c
 
@@ -87,7 +87,7 @@ asan: deps
 	@mkdir -p $(ASAN_DIR)/.ci $(ASAN_DIR)/bench
 	@cp -p .ci/deps.sh $(ASAN_DIR)/.ci/ && cp -p bench/Makefile.inc $(ASAN_DIR)/bench/
 	@cp -p plugins/*.c $(ASAN_DIR)/plugins/
-	@cp -p t/plugins/*.c $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
+	@cp -p t/plugins/*.c t/plugins/*.h $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
 	@cp -p t/modules/*.c $(ASAN_DIR)/t/modules/ 2>/dev/null || true
 	$(MAKE) -C $(ASAN_DIR) build \
 	    SAN_CFLAGS="-Wc,-fsanitize=address,undefined -Wc,-fno-omit-frame-pointer -Wc,-fno-sanitize-recover=undefined" \

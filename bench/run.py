@@ -31,7 +31,6 @@ import argparse
 import datetime
 import os
 import platform
-import random
 import re
 import shutil
 import signal
@@ -44,10 +43,14 @@ import time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
-APACHE = "/usr/sbin/apache2"
-MODDIR = "/usr/lib/apache2/modules"
-MODULE = os.path.join(REPO, ".libs", "mod_websocket.so")
-ECHO = os.path.join(REPO, "plugins", ".libs", "mod_websocket_echo.so")
+sys.path.insert(0, os.path.join(REPO, "t"))
+
+import harness  # noqa: E402
+from wsraw import wait_for  # noqa: E402
+
+APACHE = harness.APACHE
+MODULE = harness.module_so()
+ECHO = harness.plugin_so("echo")
 WSLOAD = os.path.join(BENCH, "wsload")
 TCPECHO = os.path.join(BENCH, "tcpecho")
 CODEC = os.path.join(BENCH, "bench_codec")
@@ -60,6 +63,8 @@ SCENARIOS = ("a", "b", "c", "c100k", "d", "e")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
+# What went wrong outside a scenario's own checks (an httpd that crashed).
+PROBLEMS = []
 
 
 class BenchError(Exception):
@@ -68,22 +73,6 @@ class BenchError(Exception):
 
 def log(msg):
     print("# " + msg, file=sys.stderr, flush=True)
-
-
-def free_port():
-    """A free loopback port below the ephemeral range."""
-    rnd = random.Random()
-    for _ in range(200):
-        port = rnd.randrange(20000, 32000)
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            s.bind(("127.0.0.1", port))
-            return port
-        except OSError:
-            continue
-        finally:
-            s.close()
-    raise BenchError("no free port")
 
 
 def wait_listening(port, timeout=10.0):
@@ -97,18 +86,27 @@ def wait_listening(port, timeout=10.0):
     raise BenchError("nothing listens on port %d" % port)
 
 
-def proc_status(pid):
-    """VmRSS (KiB) and Threads of a process, from /proc/PID/status."""
-    out = {}
+def vm_rss_kib(pid):
+    """VmRSS of a process, from /proc/PID/status (0 if gone)."""
     try:
         with open("/proc/%d/status" % pid) as f:
             for line in f:
                 k, _, v = line.partition(":")
-                if k in ("VmRSS", "Threads"):
-                    out[k] = int(v.split()[0])
+                if k == "VmRSS":
+                    return int(v.split()[0])
     except OSError:
         pass
-    return out
+    return 0
+
+
+def thread_ids(pid):
+    """The ids of a process's threads.  Compared as sets, not counted: the
+    MPM starts a child's threads from a thread that then exits, so a count
+    taken early may include it, while a thread added later has a new id."""
+    try:
+        return set(os.listdir("/proc/%d/task" % pid))
+    except OSError:
+        return set()
 
 
 def fd_count(pid):
@@ -128,35 +126,17 @@ def meminfo_kib(key):
 
 # ---- processes ---------------------------------------------------------------
 
-class Httpd:
-    """A private httpd (event MPM) with mod_websocket and the echo plugin at
-    /echo (compression as configured) and /echo-nc (compression off)."""
+class Httpd(harness.Httpd):
+    """t/harness.py's private httpd (event MPM), set up for the benchmarks:
+    mod_websocket and the echo plugin at /echo (compression as configured)
+    and /echo-nc (compression off), server_limit children of
+    threads_per_child threads, no access log, no DocumentRoot, LogLevel
+    warn."""
 
     def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
                  event_threads=None, extra="", location_extra=""):
-        self.root = os.path.join(workdir, "httpd-" + name)
-        os.makedirs(os.path.join(self.root, "logs"))
-        os.chmod(self.root, 0o755)
-        self.port = free_port()
-        self.conf = os.path.join(self.root, "httpd.conf")
-        self.error_log = os.path.join(self.root, "logs", "error_log")
-        self.proc = None
-        user = ""
-        if os.geteuid() == 0:
-            user = "User www-data\nGroup www-data\n"
-        et = ("WebSocketEventThreads %d\n" % event_threads
-              if event_threads is not None else "")
         workers = threads_per_child * server_limit
-        conf = """\
-ServerRoot "{root}"
-DefaultRuntimeDir "{root}/logs"
-PidFile "{root}/logs/httpd.pid"
-Listen 127.0.0.1:{port}
-ServerName 127.0.0.1:{port}
-LoadModule mpm_event_module {moddir}/mod_mpm_event.so
-LoadModule authz_core_module {moddir}/mod_authz_core.so
-LoadModule websocket_module "{module}"
-{user}
+        mpm_conf = """\
 StartServers {limit}
 ServerLimit {limit}
 ThreadLimit {tpc}
@@ -166,12 +146,14 @@ MinSpareThreads 1
 MaxSpareThreads {workers}
 MaxConnectionsPerChild 0
 AsyncRequestWorkerFactor 1000
+""".format(limit=server_limit, tpc=threads_per_child, workers=workers)
+        super().__init__(mpm_conf=mpm_conf, loglevel="warn", timeout=30,
+                         tmp_parent=workdir, access_log=False, docroot=False)
+        self.name = name
+        et = ("WebSocketEventThreads %d\n" % event_threads
+              if event_threads is not None else "")
+        self.write_conf("""\
 ListenBacklog 4096
-Timeout 30
-KeepAlive On
-GracefulShutdownTimeout 5
-ErrorLog "{root}/logs/error_log"
-LogLevel warn
 {et}{extra}
 <Location /echo>
     SetHandler websocket-handler
@@ -185,92 +167,38 @@ LogLevel warn
     WebSocketOriginCheck Off
     WebSocketCompression Off
 </Location>
-""".format(root=self.root, port=self.port, moddir=MODDIR, module=MODULE,
-           user=user, limit=server_limit, tpc=threads_per_child,
-           workers=workers, et=et, extra=extra, echo=ECHO,
-           location_extra=location_extra)
-        with open(self.conf, "w") as f:
-            f.write(conf)
+""".format(et=et, extra=extra, echo=self.echo_so,
+           location_extra=location_extra))
 
-    def url(self, path="/echo"):
-        return "ws://127.0.0.1:%d%s" % (self.port, path)
+    def ws_url(self, path="/echo"):
+        return self.url(path, "ws")
 
     def start(self, expect_children=1, timeout=30.0):
-        self.proc = subprocess.Popen(
-            [APACHE, "-f", self.conf, "-DFOREGROUND"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-            stderr=open(os.path.join(self.root, "logs", "stderr"), "wb"),
-            start_new_session=True, cwd=self.root)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise BenchError("httpd exited at start:\n" + self.log_tail())
-            if "resuming normal" in self.log_tail() and \
-                    len(self.children()) >= expect_children and self._http_ok():
-                time.sleep(0.3)      # children finish starting their threads
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise BenchError("httpd did not start:\n" + self.log_tail())
-
-    def _http_ok(self):
+        """Started once every child runs (harness.Httpd.start waits for
+        the first answer)."""
         try:
-            with socket.create_connection(("127.0.0.1", self.port),
-                                          timeout=2) as s:
-                s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close"
-                          b"\r\n\r\n")
-                return s.recv(16).startswith(b"HTTP/")
-        except OSError:
-            return False
-
-    @property
-    def pid(self):
-        return self.proc.pid
-
-    def children(self):
-        out = []
-        for d in os.listdir("/proc"):
-            if not d.isdigit():
-                continue
-            try:
-                with open("/proc/%s/stat" % d) as f:
-                    st = f.read()
-            except OSError:
-                continue
-            if int(st.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                out.append(int(d))
-        return sorted(out)
-
-    def log_tail(self, n=4000):
-        try:
-            with open(self.error_log, errors="replace") as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
+            super().start(wait=timeout)
+            wait_for(lambda: len(self.children()) >= expect_children,
+                     "%d children of httpd %s" % (expect_children, self.name),
+                     timeout=timeout)
+        except AssertionError as e:       # HttpdError is one
+            self.stop()
+            raise BenchError("httpd %s did not start: %s" % (self.name, e))
+        return self
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
+        """Never raises (it runs in finally blocks, before other stops): a
+        crash or a sanitizer report is logged and counted as a failure."""
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)   # any straggler
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            pass
-        self.proc = None
+            super().stop()
+        except harness.HttpdError as e:
+            PROBLEMS.append("httpd %s: %s" % (self.name, e))
+            log(PROBLEMS[-1])
 
 
 class TcpEcho:
     def __init__(self, threads=1, duration=600):
-        self.port = free_port()
+        self.port = harness.free_port()
         self.proc = subprocess.Popen(
             [TCPECHO, "-p", str(self.port), "-T", str(threads),
              "--duration", str(int(duration))],
@@ -392,7 +320,7 @@ def scenario_ab(args, work, which):
                     h = servers[et]
                     ws[et].append(wsload(echo_args(secs, 64, 32) +
                                          ["--cpu-pid", h.pid, "--cpu-children",
-                                          h.url()], per_run + 30))
+                                          h.ws_url()], per_run + 30))
             raw_m = median(raw, "msgs_per_s")
             raw_us = median(raw, "server_us_per_msg")
             for et in ets:
@@ -428,7 +356,7 @@ def scenario_ab(args, work, which):
                                   per_run + 30))
                 ws.append(wsload(echo_args(secs, 16, "64k", "binary") +
                                  ["--cpu-pid", h.pid, "--cpu-children",
-                                  h.url()], per_run + 30))
+                                  h.ws_url()], per_run + 30))
             m, raw_m = median(ws, "MB_per_s"), median(raw, "MB_per_s")
             figure("b.rate", "64 KiB binary echo, 16 conns, MB/s (one way)",
                    "%.0f MB/s" % m, "raw TCP %.0f MB/s" % raw_m, m / raw_m,
@@ -447,10 +375,10 @@ def scenario_ab(args, work, which):
 
 
 def httpd_mem(h):
+    """The children's total RSS (KiB) and each child's thread ids."""
     kids = h.children()
-    st = {pid: proc_status(pid) for pid in kids}
-    return (sum(s.get("VmRSS", 0) for s in st.values()),
-            {pid: s.get("Threads", 0) for pid, s in st.items()})
+    return (sum(vm_rss_kib(pid) for pid in kids),
+            {pid: thread_ids(pid) for pid in kids})
 
 
 def idle_run(h, work, conns, procs, hold, rate, fid, ping_target=True):
@@ -462,7 +390,7 @@ def idle_run(h, work, conns, procs, hold, rate, fid, ping_target=True):
     args = ["--idle", "-c", conns, "-P", procs, "--hold", hold,
             "--ping-after", "--rate", rate, "--timeout", 20,
             "--ready-file", ready, "--cpu-pid", h.pid, "--cpu-children",
-            h.url()]
+            h.ws_url()]
     cmd = [WSLOAD] + [str(a) for a in args]
     budget = conns / (rate * procs) + hold + 90
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -510,11 +438,13 @@ def report_idle(fid, d, conns, note):
     figure("%s.kmem" % fid, "kernel slab per socket pair (both ends, "
            "machine-wide)", "%.2f KiB" % (d["slab_delta"] / conns),
            command="--only %s" % fid)
-    t0 = sorted(d["thr0"].values())
-    t1 = sorted(d["thr1"].values())
+    t0 = sorted(len(t) for t in d["thr0"].values())
+    t1 = sorted(len(t) for t in d["thr1"].values())
+    added = sum(len(t - d["thr0"].get(pid, set()))
+                for pid, t in d["thr1"].items())
     figure("%s.threads" % fid, "threads per child before -> after",
-           "%s -> %s" % (t0, t1), ok=(t0 == t1),
-           target="unchanged", command="--only %s" % fid)
+           "%s -> %s" % (t0, t1), ok=(added == 0),
+           target="none added", command="--only %s" % fid)
     figure("%s.spread" % fid, "sockets per child (open fds)",
            "%s" % sorted(d["fds"].values()), command="--only %s" % fid)
     echoed = int(r.get("echoed", 0))
@@ -579,13 +509,13 @@ def scenario_e(args, work):
             log("e: run %d/%d" % (i + 1, runs))
             base = echo_args(secs, 64, "1k", "json", ["--deflate"])
             on.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
-                                     h.url("/echo")], per_run + 30))
+                                     h.ws_url("/echo")], per_run + 30))
             off.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
-                                      h.url("/echo-nc")], per_run + 30))
+                                      h.ws_url("/echo-nc")], per_run + 30))
             tk.append(wsload(echo_args(secs, 64, "1k", "json",
                                        ["--deflate-takeover"]) +
                              ["--cpu-pid", ht.pid, "--cpu-children",
-                              ht.url("/echo")], per_run + 30))
+                              ht.ws_url("/echo")], per_run + 30))
         for rs, name in ((on, "on"), (off, "off"), (tk, "takeover")):
             if any(int(r.get("pmd_conns", -1)) != (0 if name == "off" else 64)
                    for r in rs):
@@ -742,6 +672,7 @@ def main(argv=None):
             log("kept %s" % work)
         else:
             shutil.rmtree(work, ignore_errors=True)
+    failures += len(PROBLEMS)
     if args.write_docs:
         write_docs(args)
     misses = sum(1 for f in FIGURES if f["verdict"] == "MISS")

@@ -375,21 +375,6 @@ class Conn(WSClient):
                           % eof_timeout)
         return f
 
-    def expect_silence(self, seconds=0.2):
-        """Nothing arrives for a while (the connection stays open)."""
-        old = self.sock.gettimeout()
-        self.sock.settimeout(seconds)
-        try:
-            if self.buf:
-                raise WSError("unexpected bytes %r" % self.buf[:40])
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                return
-            raise WSError("unexpected data %r" % chunk[:60])
-        finally:
-            self.sock.settimeout(old)
-
     # sending -----------------------------------------------------------------
     def send_chopped(self, data, sizes, pause=0.0):
         """Writes data in pieces whose sizes cycle through `sizes`."""

@@ -131,12 +131,16 @@ class Httpd:
     certificate for 127.0.0.1 generated into the ServerRoot: h.cert_path);
     the <Location>s of the main server apply there too.  h.ssl_context()
     is a client context that trusts that certificate.
+
+    For benchmarks: access_log=False writes no access log (thousands of
+    lines); docroot=False configures no DocumentRoot, so that a request's
+    memory is not that of mapping its URL to a file.
     """
 
     def __init__(self, conf="", mpm="event", port=None, docroot=None,
                  loglevel="warn websocket:info", env=None, timeout=10,
                  tmp_parent=None, user=None, load_module=True, mpm_conf=None,
-                 tls=False):
+                 tls=False, access_log=True):
         if mpm not in MPMS:
             raise ValueError("mpm must be one of %s" % (MPMS,))
         self.mpm = mpm
@@ -145,6 +149,7 @@ class Httpd:
         self.fixed_port = port is not None
         self.tls = tls
         self.tls_port = None
+        self.with_access_log = access_log
         self.root = tempfile.mkdtemp(prefix="ws-httpd-", dir=tmp_parent)
         os.chmod(self.root, 0o755)
         for d in ("logs", "run", "htdocs", "shared", "san"):
@@ -153,7 +158,8 @@ class Httpd:
         os.chmod(os.path.join(self.root, "shared"), 0o777)
         self.san_dir = os.path.join(self.root, "san")
         os.chmod(self.san_dir, 0o777)
-        self.docroot = docroot or os.path.join(self.root, "htdocs")
+        self.docroot = None if docroot is False else (
+            docroot or os.path.join(self.root, "htdocs"))
         os.chmod(os.path.join(self.root, "htdocs"), 0o755)
         self.conf_path = os.path.join(self.root, "httpd.conf")
         self.error_log_path = os.path.join(self.root, "logs", "error_log")
@@ -237,15 +243,17 @@ class Httpd:
             "LogLevel %s" % (self.loglevel if self.load_module
                              else "warn"),
             'LogFormat "%h %l %u %t \\"%r\\" %>s %b %D" wstest',
-            'CustomLog "%s" wstest' % self.access_log_path,
-            "TypesConfig /etc/mime.types",
-            'DocumentRoot "%s"' % self.docroot,
-            '<Directory "%s">' % self.docroot,
-            "    Require all granted",
-            "</Directory>",
-            "DirectoryIndex index.html",
-            "PassEnv WS_TEST_LOG",
         ]
+        if self.with_access_log:
+            lines.append('CustomLog "%s" wstest' % self.access_log_path)
+        lines.append("TypesConfig /etc/mime.types")
+        if self.docroot is not None:
+            lines += ['DocumentRoot "%s"' % self.docroot,
+                      '<Directory "%s">' % self.docroot,
+                      "    Require all granted",
+                      "</Directory>",
+                      "DirectoryIndex index.html"]
+        lines.append("PassEnv WS_TEST_LOG")
         if COREDUMP:
             lines.append('CoreDumpDirectory "%s"' % self.san_dir)
         if self.tls:
@@ -331,7 +339,7 @@ class Httpd:
         if self.proc is not None:
             raise HttpdError("already started")
         self.stderr_file = open(self.stderr_path, "ab")
-        before = self.read(self.error_log_path).count("resuming normal")
+        before = self.generations()
         self.proc = subprocess.Popen(
             [APACHE, "-f", self.conf_path, "-DFOREGROUND"],
             stdin=subprocess.DEVNULL, stdout=self.stderr_file,
@@ -360,8 +368,7 @@ class Httpd:
                     self.read(self.error_log_path)))
             # The port listens before the MPM has set its signal handlers
             # and started children: wait for AH00489 and a served request.
-            if self.read(self.error_log_path).count("resuming normal") \
-                    > before and self._http_ok():
+            if self.generations() > before and self._http_ok():
                 break
             if time.monotonic() > end:
                 self.kill()
@@ -407,24 +414,31 @@ class Httpd:
                 out.append(int(d))
         return out
 
+    def generations(self):
+        """How many generations have started (AH00489/AH00094 lines)."""
+        return self.read(self.error_log_path).count("resuming normal")
+
     def graceful(self, wait=15.0):
         """SIGUSR1; waits until the new generation answers."""
         if not self.running():
             raise HttpdError("not running")
-        before = self.read(self.error_log_path).count("resuming normal")
+        before = self.generations()
         os.kill(self.proc.pid, signal.SIGUSR1)
+        self.wait_new_generation(before, wait)
+
+    def wait_new_generation(self, before, wait=15.0):
+        """Waits until a generation after the `before` first ones (a count
+        from generations()) has started and answers."""
         end = time.monotonic() + wait
         while time.monotonic() < end:
-            if self.read(self.error_log_path).count("resuming normal") \
-                    > before and self._http_ok():
-                break
+            if self.generations() > before and self._http_ok():
+                return
             if self.proc.poll() is not None:
                 raise HttpdError("httpd died on graceful restart:\n%s"
                                  % self.read(self.error_log_path))
             time.sleep(0.05)
-        else:
-            raise HttpdError("no new generation %ss after SIGUSR1:\n%s"
-                             % (wait, self.read(self.error_log_path)))
+        raise HttpdError("no new generation within %ss of the restart:\n%s"
+                         % (wait, self.read(self.error_log_path)[-3000:]))
 
     def restart(self, wait=15.0):
         """SIGHUP (apache2 -k restart): children are stopped at once, a new
@@ -594,6 +608,23 @@ class Httpd:
             if time.monotonic() > end:
                 return text
             time.sleep(0.05)
+
+    def expect_log(self, what, mark=None, which="error", timeout=5.0,
+                   count=1):
+        """Waits until the log (from `mark`) holds `what` -- a string, at
+        least `count` times, or a predicate on the text -- and returns the
+        text; fails saying what was expected once `timeout` has passed."""
+        if callable(what):
+            pred, wanted = what, "the expected lines"
+        else:
+            pred = lambda t: t.count(what) >= count  # noqa: E731
+            wanted = "%r%s" % (what, " x%d" % count if count > 1 else "")
+        text = self.wait_log(pred, mark, which, timeout)
+        if not pred(text):
+            raise HttpdError("%s not in the %s log within %ss; it has "
+                             "since the mark:\n%s" % (wanted, which, timeout,
+                                                       text[-4000:]))
+        return text
 
 
 # ---- make run ---------------------------------------------------------------

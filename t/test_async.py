@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import select
+import socket
 import subprocess
 import time
 
@@ -15,7 +16,9 @@ import pytest
 
 import harness
 from wsraw import (WSClient, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+                   http_request, request_bytes, server_send_queue, wait_for,
                    wait_until)
+from test_async_slow import sleeping
 
 
 def loc(path, so, init, extra=""):
@@ -115,9 +118,17 @@ def test_wss_slow_reader_gets_everything(tls_srv):
     non-blocking writes resume where the socket stopped taking data; every
     byte arrives in order and another TLS connection is served meanwhile."""
     h = tls_srv
-    with wss(h, "/probe", rcvbuf=16384) as slow, wss(h) as other:
+    mark = h.mark()
+    with wss(h, "/probe", rcvbuf=16384,
+             headers=[("X-Conn-Id", "slowtls")]) as slow, wss(h) as other:
         slow.send_text("queue:65536:100")
-        time.sleep(0.3)                      # the socket is full by now
+        # All of it queued, and the socket full: the server's end holds
+        # more than the client's receive buffer could take.
+        h.expect_log("queue id=slowtls accepted=100 ", mark, "test")
+        rcvbuf = slow.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        wait_for(lambda: server_send_queue(slow) > rcvbuf,
+                 "the server's socket full (more than %d bytes in its send "
+                 "queue)" % rcvbuf)
         for i in range(5):
             t = time.monotonic()
             echo(other, "meanwhile %d" % i)
@@ -188,17 +199,6 @@ def apache_k(h, what):
     assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
 
 
-def wait_new_generation(h, before, timeout=15):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if h.error_log().count("resuming normal") > before and h._http_ok():
-            return
-        assert h.running(), "httpd died:\n%s" % h.error_log()[-3000:]
-        time.sleep(0.05)
-    raise AssertionError("no new generation %ss after -k graceful:\n%s"
-                         % (timeout, h.error_log()[-3000:]))
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
 def test_graceful_restart_under_load(make_httpd, mpm):
@@ -240,9 +240,8 @@ def test_graceful_restart_under_load(make_httpd, mpm):
 
         old = h.children()
         assert old
-        before = h.error_log().count("resuming normal")
-        slow.send_text("sleep:800")
-        time.sleep(0.1)                     # on_message is running
+        before = h.generations()
+        sleeping(h, slow, "sleep:800")
         t_sig = time.monotonic()
         apache_k(h, "graceful")
 
@@ -290,7 +289,7 @@ def test_graceful_restart_under_load(make_httpd, mpm):
             # The slow plugin's echo may or may not precede the Close.
             c.expect_close(1001, timeout=5, allow_data=True, reply=True)
 
-        wait_new_generation(h, before)
+        h.wait_new_generation(before)
         with WSClient(h.port, "/echo") as c:
             echo(c, "new generation")
             c.close_handshake(1000)
@@ -415,19 +414,29 @@ def test_lingering_close_does_not_stall_the_loop(make_httpd):
 
 # ---- the access log ----------------------------------------------------------------
 
+def access_fence(h, mark):
+    """A plain request on a connection of its own, once its access log
+    line is written: the lines of requests that httpd finished before it
+    was sent are in the log by then.  Returns the log since mark."""
+    path = "/?fence=%d" % time.monotonic_ns()
+    http_request(h.port, request_bytes(path, [
+        ("Host", "127.0.0.1:%d" % h.port), ("Connection", "close")]))
+    return h.expect_log('"GET %s HTTP/1.1" ' % path, mark, "access")
+
+
 def check_access_log_duration(h, hold=1.5):
     """The line of a WebSocket request is written when the socket closes,
-    with status 101 and a %D (microseconds) covering the whole connection."""
+    with status 101 and a %D (microseconds) covering the whole connection
+    (the client holds it open for `hold` seconds)."""
     path = "/echo?alog=%d" % (time.monotonic_ns())
     mark = h.mark()
     with WSClient(h.port, path) as c:
         t0 = time.monotonic()
         echo(c, "logged later")
-        time.sleep(hold * 0.8)
-        assert path not in h.since(mark, "access"), (
-            "access log written while the WebSocket is open:\n%s"
-            % h.since(mark, "access"))
         time.sleep(max(0.0, hold - (time.monotonic() - t0)))
+        text = access_fence(h, mark)
+        assert path not in text, (
+            "access log written while the WebSocket is open:\n%s" % text)
         c.close_handshake(1000)
         held = time.monotonic() - t0
     text = h.wait_log(lambda t: path in t, mark, "access")

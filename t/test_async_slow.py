@@ -3,6 +3,7 @@ on_message must not stall the other sockets of its event loop.  One loop
 per child (WebSocketEventThreads 1), so every connection shares it; the
 slow test plugin sleeps in on_message when told "sleep:<ms>"."""
 
+import re
 import time
 
 import pytest
@@ -69,6 +70,15 @@ def latencies_for(c, seconds, prefix="b"):
     return out
 
 
+def sleeping(h, c, text):
+    """Sends c the command `text` (sleep:<ms>...) and returns once the slow
+    plugin's on_message for it is under way (its "begin" line)."""
+    mark = h.mark()
+    c.send_text(text)
+    line = re.compile(r"^begin \d+ %s$" % re.escape(text), re.M)
+    h.expect_log(lambda t: line.search(t), mark, "test")
+
+
 def pair(h, path):
     a = WSClient(h.port, path)
     try:
@@ -99,8 +109,7 @@ def test_slow_plugin_detected_then_dispatched(slow_srv):
     try:
         assert latency(b, "warm") < 0.1
         mark = h.mark()
-        a.send_text("sleep:300")
-        time.sleep(0.03)
+        sleeping(h, a, "sleep:300")
         first = latency(b, "during the first sleep")
         assert a.recv_text() == "sleep:300"
         # The first call is inline, but the loop did not wait for it: it
@@ -141,8 +150,7 @@ def test_slow_plugin_always_dispatched(slow_srv):
     a, b = pair(slow_srv, "/slow-always")
     try:
         assert latency(b, "warm") < 0.1
-        a.send_text("sleep:300")
-        time.sleep(0.03)
+        sleeping(slow_srv, a, "sleep:300")
         lat = latencies_for(b, 0.5)
         assert max(lat) < 0.1, ["%.3f" % x for x in lat]
         assert a.recv_text(timeout=5) == "sleep:300"
@@ -162,8 +170,7 @@ def test_dispatched_connections_run_in_parallel(slow_srv):
     try:
         for _ in range(3):
             t = time.monotonic()
-            a.send_text("sleep:300")
-            time.sleep(0.01)
+            sleeping(slow_srv, a, "sleep:300")
             b.send_text("sleep:300")
             assert a.recv_text(timeout=5) == "sleep:300"
             assert b.recv_text(timeout=5) == "sleep:300"
@@ -185,8 +192,7 @@ def test_slow_plugin_off_stalls_the_loop(slow_srv):
     try:
         assert latency(b, "warm") < 0.1
         for i in range(2):
-            a.send_text("sleep:500")
-            time.sleep(0.03)
+            sleeping(slow_srv, a, "sleep:500")
             stalled = latency(b, "stalled %d" % i)
             assert stalled > 0.25, "B answered in %.3fs" % stalled
             assert a.recv_text(timeout=5) == "sleep:500"
@@ -237,8 +243,7 @@ def test_client_gone_while_plugin_dispatched(slow_srv):
     and the loop keeps serving."""
     a, b = pair(slow_srv, "/slow-abort")
     try:
-        a.send_text("sleep:300")
-        time.sleep(0.05)
+        sleeping(slow_srv, a, "sleep:300")
         a.abort()
         lat = latencies_for(b, 0.6)
         assert max(lat) < 0.1, ["%.3f" % x for x in lat]

@@ -12,6 +12,7 @@ import harness
 from wsraw import WSClient
 
 from test_async import check_access_log_duration, echo, loc
+from test_async_slow import sleeping
 from test_async_scale import recv_tagged
 
 MPM_CONF = {
@@ -105,8 +106,7 @@ def test_slow_plugin_holds_only_its_connection(sync_srv):
     mark = h.mark()
     with WSClient(h.port, "/slow") as a, WSClient(h.port, "/slow") as b:
         echo(b, "warm")
-        a.send_text("sleep:400")
-        time.sleep(0.03)
+        sleeping(h, a, "sleep:400")
         lat = []
         while len(lat) < 10:
             t = time.monotonic()

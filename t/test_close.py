@@ -1,6 +1,7 @@
 """The closing handshake: codes echoed, invalid codes refused, server-
 initiated closes and their timeout."""
 
+import select
 import struct
 import time
 
@@ -109,13 +110,20 @@ def test_close_timeout_without_reply(srv):
 
 
 def test_default_close_timeout_waits(srv):
-    """The default (5 s) lets a slow client reply after 1.5 s."""
+    """The default (5 s) lets a slow client reply after 1.5 s: the server
+    keeps the connection for those 1.5 s, and the reply is what ends it
+    (at once, not at the timeout)."""
     with WSClient(srv.port, "/probe") as c:
         c.send_text("close")
         assert c.recv_frame().opcode == OP_CLOSE
-        time.sleep(1.5)
+        ready = select.select([c.sock], [], [], 1.5)[0]
+        assert not ready, "the server ended the connection within 1.5 s: " \
+            "%r" % c.sock.recv(100)
         c.send_close(1000)
-        c.expect_eof(8)
+        t0 = time.monotonic()
+        c.expect_eof(3)
+        assert time.monotonic() - t0 < 1, "TCP ended %.1fs after the " \
+            "reply" % (time.monotonic() - t0)
 
 
 def test_error_close_then_client_silent_connection_ends(srv):

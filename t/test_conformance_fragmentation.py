@@ -51,7 +51,7 @@ def test_fragments_in_separate_writes(ws):
             c.send_frame(OP_TEXT if i == 0 else OP_CONT, p,
                          fin=(i == len(parts) - 1))
             if i < len(parts) - 1:
-                c.expect_silence(0.05)     # nothing before the final frame
+                c.expect_silence()         # nothing before the final frame
         c.expect_msg(OP_TEXT, b"one two three")
         c.finish(1000)
 

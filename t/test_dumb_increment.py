@@ -3,6 +3,7 @@ thread of its own."""
 
 import time
 
+from conftest import ws_location
 from wsraw import WSClient, OP_TEXT
 
 
@@ -77,11 +78,24 @@ def test_many_clients_in_parallel(srv):
             c.close()
 
 
-def test_abort_while_counting_then_new_client(srv):
-    c = WSClient(srv.port, "/dumb-increment")
+def test_abort_while_counting_then_new_client(make_httpd):
+    """A client that drops TCP while the ticker sends to it: the server
+    sees the end, runs on_disconnect (which takes the counter off the
+    ticker's list) and then logs, at debug level, that the WebSocket of
+    that client closed (ws_conn_finish); a new client counts from 0."""
+    h = make_httpd(lambda h: ws_location("/dumb-increment", h.dumb_so,
+                                         "dumb_increment_init"),
+                   loglevel="warn websocket:debug")
+    h.start()
+    mark = h.mark()
+    c = WSClient(h.port, "/dumb-increment")
+    client = " 127.0.0.1:%d] " % c.sock.getsockname()[1]
     counter(c)
     c.abort()
-    time.sleep(0.2)
-    with WSClient(srv.port, "/dumb-increment") as d:
+    for what in ("ended without a closing handshake",
+                 "WebSocket closed after"):
+        h.expect_log(lambda t: any(client in line and what in line
+                                   for line in t.splitlines()), mark)
+    with WSClient(h.port, "/dumb-increment") as d:
         assert [counter(d) for _ in range(3)] == [0, 1, 2]
         d.close_handshake(1000)

@@ -320,10 +320,12 @@ def test_nested_location_merges_settings(srv):
 
 def test_protocol_error_logged_with_code(srv):
     mark = srv.mark()
-    with WSClient(srv.port, "/echo") as c:
+    with WSClient(srv.port, "/echo?errlog") as c:
         c.send_frame(OP_TEXT, b"x", mask=False)
         c.expect_close(1002)
-    text = srv.wait_log(lambda t: "1002" in t, mark)
+    # The access log line comes when httpd is done with the connection.
+    srv.expect_log('"GET /echo?errlog HTTP/1.1" 101 ', mark, "access")
+    text = srv.since(mark)
     lines = [l for l in text.splitlines() if "[websocket:" in l]
     assert len(lines) == 1 and "1002" in lines[0], text
 

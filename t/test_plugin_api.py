@@ -3,7 +3,6 @@ connection's thread and from others, its return values, the send queue
 limit, and on_disconnect exactly once however a connection ends."""
 
 import re
-import time
 
 import pytest
 
@@ -12,8 +11,10 @@ from wsraw import (WSClient, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG,
 
 
 def conn(srv, cid, path="/probe", **kw):
+    """A connection named cid in the probe's log, and by its query string
+    in the access log."""
     headers = kw.pop("headers", []) + [("X-Conn-Id", cid)]
-    return WSClient(srv.port, path, headers=headers, **kw)
+    return WSClient(srv.port, "%s?%s" % (path, cid), headers=headers, **kw)
 
 
 def disconnects(srv, mark, cid):
@@ -21,16 +22,14 @@ def disconnects(srv, mark, cid):
 
 
 def wait_disconnect(srv, mark, cid, timeout=8):
-    """Waits for the first on_disconnect of `cid`; then checks that no
-    second one follows."""
-    srv.wait_log(lambda t: ("disconnect id=%s " % cid) in t, mark, "test",
-                 timeout=timeout)
+    """Waits for the access log line of `cid`'s request, which is written
+    once its WebSocket is over, after on_disconnect: by then on_disconnect
+    must have run, and exactly once."""
+    srv.expect_log('?%s HTTP/1.1" 101 ' % cid, mark, "access",
+                   timeout=timeout)
     n = disconnects(srv, mark, cid)
     assert n == 1, "on_disconnect of %s called %d times:\n%s" % (
         cid, n, srv.since(mark, "test"))
-    time.sleep(0.2)
-    n = disconnects(srv, mark, cid)
-    assert n == 1, "on_disconnect of %s called %d times" % (cid, n)
 
 
 # ---- send() of each type ----------------------------------------------------
@@ -319,8 +318,11 @@ def test_server_survives_many_short_connections(srv):
         else:
             c.send_text("bye")
             c.close()
-    text = srv.wait_log(lambda t: t.count("disconnect id=short") >= 30,
-                        mark, "test", timeout=10)
+    # Every request's access log line, written after its on_disconnect.
+    srv.expect_log(lambda t: all('?short%d HTTP/1.1" 101 ' % i in t
+                                 for i in range(30)), mark, "access",
+                   timeout=10)
+    text = srv.since(mark, "test")
     for i in range(30):
         assert text.count("disconnect id=short%d " % i) == 1, i
 
@@ -359,8 +361,10 @@ def test_plugin_refusal_after_send_drops_the_message(srv):
                                              ("X-Conn-Id", "refusedsend")])
     assert r.status == 403, r
     assert b"before refusal" not in r.body
-    log = srv.wait_log(lambda t: "refuse-after-send id=refusedsend" in t, mark,
-                       "test")
+    # The request's access log line: httpd is done with it.
+    srv.expect_log('" 403 ', mark, "access")
+    log = srv.since(mark, "test")
+    assert "refuse-after-send id=refusedsend" in log, log
     assert "disconnect id=refusedsend" not in log
     with conn(srv, "afterrefusal") as c:
         c.send_text("alive")

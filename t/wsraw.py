@@ -430,6 +430,18 @@ class WSClient:
         self.expect_eof(timeout)
         return f
 
+    def expect_silence(self, timeout=None):
+        """The server sent nothing so far: a Ping sent now is answered by
+        the very next frame.  Frames of one connection leave in order, so
+        whatever the server had to send before reading the Ping (an echo
+        of what was sent before it, say) would come first."""
+        token = b"silence? " + os.urandom(6).hex().encode()
+        self.send_frame(OP_PING, token)
+        f = self.recv_frame(timeout)
+        if (f.opcode, f.payload) != (OP_PONG, token):
+            raise WSError("expected nothing before the pong %r, got %r"
+                          % (token, f))
+
     def expect_eof(self, timeout=None):
         """The server must close TCP (no further frames)."""
         if timeout is not None:
@@ -524,6 +536,30 @@ def open_many(port, path="/echo", n=1, batch=200, headers=None,
     return out
 
 
+def tcp_table():
+    """The IPv4 TCP sockets of /proc/net/tcp, as (local port, remote port,
+    tx_queue, inode) tuples."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            yield (int(fields[1].split(":")[1], 16),
+                   int(fields[2].split(":")[1], 16),
+                   int(fields[4].split(":")[0], 16), fields[9])
+
+
+def server_send_queue(c):
+    """Bytes the server's end of c's TCP connection holds unacknowledged
+    or unsent (tx_queue in /proc/net/tcp).  More than c's receive buffer
+    can take means that c's window is closed and the server's writes
+    wait: c is not reading."""
+    me, peer = c.sock.getsockname()[1], c.sock.getpeername()[1]
+    for local, remote, tx_queue, _ in tcp_table():
+        if (local, remote) == (peer, me):
+            return tx_queue
+    raise WSError("no server socket for port %d in /proc/net/tcp" % me)
+
+
 def wait_until(pred, timeout=5.0, interval=0.05):
     end = time.monotonic() + timeout
     while True:
@@ -533,3 +569,12 @@ def wait_until(pred, timeout=5.0, interval=0.05):
         if time.monotonic() > end:
             return v
         time.sleep(interval)
+
+
+def wait_for(pred, what, timeout=5.0, interval=0.02):
+    """Polls pred() until it returns something true (returned); fails
+    saying `what` was expected once `timeout` has passed."""
+    v = wait_until(pred, timeout, interval)
+    if not v:
+        raise AssertionError("not within %ss: %s" % (timeout, what))
+    return v

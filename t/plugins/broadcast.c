@@ -24,6 +24,7 @@
  * probe.c: "connect id=<id> pid=<pid>", "disconnect id=<id> pid=<pid>".
  */
 #include "websocket_plugin.h"
+#include "test_log.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -59,32 +60,6 @@ static long member_count;          /* under lock */
 static unsigned long next_serial;  /* under lock */
 static job *jobs, *jobs_tail;      /* under lock */
 static pthread_once_t sender_once = PTHREAD_ONCE_INIT;
-
-static void logf_(const char *fmt, ...)
-{
-    const char *path = getenv("WS_TEST_LOG");
-    char line[512];
-    va_list ap;
-    int n, fd;
-
-    if (path == NULL || *path == '\0')
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0666);
-    if (fd < 0)
-        return;
-    if (write(fd, line, (size_t)n) < 0) {
-        /* nothing to do */
-    }
-    close(fd);
-}
 
 static long ms_since(const struct timeval *t0)
 {

@@ -34,6 +34,7 @@
  */
 #include "httpd.h"
 #include "websocket_plugin.h"
+#include "test_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -72,32 +73,6 @@ typedef struct {
     WebSocketPlugin plugin;     /* first: the module sees only this */
     pid_t pid;
 } probe_plugin_t;
-
-static void logf_(const char *fmt, ...)
-{
-    const char *path = getenv("WS_TEST_LOG");
-    char line[2048];
-    va_list ap;
-    int n, fd;
-
-    if (path == NULL || *path == '\0')
-        return;
-    va_start(ap, fmt);
-    n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        return;
-    if (n > (int)sizeof(line) - 2)
-        n = (int)sizeof(line) - 2;
-    line[n++] = '\n';
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT, 0666);
-    if (fd < 0)
-        return;
-    if (write(fd, line, (size_t)n) < 0) {
-        /* nothing to do */
-    }
-    close(fd);
-}
 
 static size_t send_text(const WebSocketServer *s, const char *text)
 {

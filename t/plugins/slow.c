@@ -7,19 +7,18 @@
  *   sleepclose:<ms>        echoes; on_disconnect will sleep ms milliseconds
  *   anything else          is echoed at once, with its type
  *
- * With WS_TEST_LOG set, it writes one line per event to that file, so
- * that tests can check the order of calls: "begin <conn> <msg>",
- * "end <conn> <msg>", "disconnect-begin <conn>", "disconnect <conn>".
+ * With WS_TEST_LOG set, it writes one line per event to that file
+ * (test_log.h), so that tests know a call is under way and can check the
+ * order of calls: "begin <conn> <msg>", "end <conn> <msg>",
+ * "disconnect-begin <conn>", "disconnect <conn>".
  */
 #include "websocket_plugin.h"
+#include "test_log.h"
 
 #include <errno.h>
-#include <fcntl.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 typedef struct slow_conn {
     long id;
@@ -38,29 +37,11 @@ static void sleep_ms(long ms)
     }
 }
 
-/* One write per line, with O_APPEND: lines of several processes and
- * threads never mix. */
 static void log_event(const char *what, const slow_conn *c,
                       const unsigned char *msg, size_t len)
 {
-    const char *path = getenv("WS_TEST_LOG");
-    char line[160];
-    int n, fd;
-
-    if (!path) {
-        return;
-    }
-    if (len > 64) {
-        len = 64;
-    }
-    n = snprintf(line, sizeof(line), "%s %ld %.*s\n", what, c->id,
-                 (int)len, msg ? (const char *)msg : "");
-    if ((fd = open(path, O_WRONLY | O_APPEND)) >= 0) {
-        if (write(fd, line, (size_t)n) < 0) {
-            /* nothing to do: the test will miss the line */
-        }
-        close(fd);
-    }
+    logf_("%s %ld %.*s", what, c->id, (int)(len > 64 ? 64 : len),
+          msg ? (const char *)msg : "");
 }
 
 /* The number after a prefix such as "sleep:", or -1. */
