@@ -950,9 +950,8 @@ void ws_conn_finish(ws_conn *wc)
         wc->plugin->on_disconnect(wc->plugin_private, &wc->server);
     }
     /* Any thread (a slow plugin's on_disconnect runs on a dispatch
-     * thread): the server's log, not the request's. */
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, wc->s,
-                 "WebSocket from %s closed after %" APR_UINT64_T_FMT
-                 " messages in, %" APR_UINT64_T_FMT " out", wc->c->client_ip,
-                 wc->msgs_in, wc->msgs_out);
+     * thread): the connection's log, not the request's pool. */
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,
+                  "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
+                  APR_UINT64_T_FMT " out", wc->msgs_in, wc->msgs_out);
 }
