@@ -841,6 +841,12 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
 
+static void child_stopping(apr_pool_t *pchild, int graceful)
+{
+    ws_async_child_stopping(pchild, graceful);
+    ws_sync_child_stopping(graceful);
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
@@ -848,7 +854,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(ws_async_suspended, NULL, NULL, APR_HOOK_MIDDLE);
-    ap_hook_child_stopping(ws_async_child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 AP_DECLARE_MODULE(websocket) = {

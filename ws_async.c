@@ -57,7 +57,7 @@ static void run_dispatched(ws_dispatch_conn *dc, int type, uint8_t *data,
         ws_conn_finish(wc);
     }
     else {
-        ws_conn_call_plugin(wc, type, data, len);
+        ws_conn_run_job(wc, type, data, len);
         ws_mem_add(wc, -(apr_off_t)len);
     }
 }

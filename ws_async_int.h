@@ -127,7 +127,7 @@ struct ws_loop {
     apr_uint32_t takeovers;
 };
 
-/* The dispatch job that runs on_disconnect instead of on_message. */
+/* The dispatch job that runs on_disconnect (ws_conn.h has the others). */
 #define WS_DISPATCH_DISCONNECT  (-1)
 
 #define STOP_GRACEFUL 1

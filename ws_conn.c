@@ -657,14 +657,30 @@ void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why)
                  "(WebSocketSlowPlugin)", ref->symbol, ref->path, why);
 }
 
+/* On an event loop, a message over this much, of a connection that
+ * compresses, is handled on a dispatch thread: its inflation and the
+ * compression of a reply would otherwise hold the loop for milliseconds
+ * per megabyte against every other connection of it. */
+#define WS_INLINE_MESSAGE_MAX  (256 * 1024)
+/* Compressed bytes inflated per step on a loop, between looks at the
+ * budget: a step can come out ~1000 times larger (deflate's best ratio),
+ * so at most ~1 MiB.  Elsewhere, larger steps. */
+#define WS_INFLATE_STEP        1024
+#define WS_INFLATE_STEP_FREE   (64 * 1024)
+
+static int must_leave_the_loop(ws_conn *wc, size_t len)
+{
+    return wc->conf->handler->slow
+           || ws_conf_slow_plugin(wc->conf) == WS_SLOW_PLUGIN_ALWAYS
+           || (wc->deflate && len > WS_INLINE_MESSAGE_MAX);
+}
+
 static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
 {
     const ws_engine *engine = wc->engine;
 
     wc->msgs_in++;
-    if (engine->dispatch
-        && (wc->conf->handler->slow
-            || ws_conf_slow_plugin(wc->conf) == WS_SLOW_PLUGIN_ALWAYS)
+    if (engine->dispatch && must_leave_the_loop(wc, len)
         && engine->dispatch(wc, type, data, len)) {
         return;
     }
@@ -678,36 +694,60 @@ static void call_on_message(ws_conn *wc, int type, uint8_t *data, size_t len)
 
 static void fail_connection(ws_conn *wc, uint16_t code, const char *why)
 {
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, wc->r,
-                  "failing WebSocket from %s with %u: %s",
-                  wc->c->client_ip, (unsigned)code, why);
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s,
+                 "failing WebSocket from %s with %u: %s",
+                 wc->client_ip, (unsigned)code, why);
     wc->peer_closed = 1;
     ws_conn_close(wc, code, why);
 }
 
-/* Inflates a compressed message into wc->inflated; 0 when the connection
- * was failed instead. */
-static int inflate_message(ws_conn *wc, ws_event *ev)
+/* Inflates compressed input onto wc->inflated, stopping (0) once more
+ * than budget bytes came out while input remains (budget 0: no limit);
+ * 1 when the message is whole, -1 when the connection was failed.
+ * *used: the compressed bytes consumed. */
+static int inflate_part(ws_conn *wc, const uint8_t *in, size_t len,
+                        size_t budget, size_t *used)
+{
+    size_t off = 0, step = budget ? WS_INFLATE_STEP : WS_INFLATE_STEP_FREE;
+
+    /* do-while: an empty message must reach zlib too (its end). */
+    do {
+        size_t n = len - off < step ? len - off : step;
+        ws_deflate_status st = ws_deflate_inflate(wc->deflate, in + off, n,
+                                                  off + n == len,
+                                                  ws_deflate_buf_sink,
+                                                  &wc->inflated);
+
+        off += n;
+        if (st != WS_DEFLATE_OK) {
+            fail_connection(wc, ws_deflate_close_code(st),
+                            st == WS_DEFLATE_TOO_BIG
+                            ? "message too big once inflated"
+                            : "invalid compressed data");
+            return -1;
+        }
+        if (budget && wc->inflated.len > budget && off < len) {
+            *used = off;
+            return 0;
+        }
+    } while (off < len);
+    *used = len;
+    return 1;
+}
+
+/* The whole inflated message is checked; 0 when the connection was
+ * failed instead. */
+static int inflated_message_ok(ws_conn *wc, int opcode)
 {
     static const uint8_t nul = 0;
-    ws_deflate_status st;
 
-    wc->inflated.len = 0;
-    st = ws_deflate_inflate(wc->deflate, ev->data, ev->len, 1,
-                            ws_deflate_buf_sink, &wc->inflated);
-    if (st != WS_DEFLATE_OK) {
-        fail_connection(wc, ws_deflate_close_code(st), st == WS_DEFLATE_TOO_BIG
-                        ? "message too big once inflated"
-                        : "invalid compressed data");
-        return 0;
-    }
-    /* Room for the NUL of call_on_message. */
+    /* Room for the NUL of ws_conn_call_plugin. */
     if (ws_deflate_buf_sink(&wc->inflated, &nul, 1)) {
         fail_connection(wc, WS_CLOSE_INTERNAL_ERROR, "out of memory");
         return 0;
     }
     wc->inflated.len--;
-    if (ev->opcode == WS_OP_TEXT
+    if (opcode == WS_OP_TEXT
         && ws_utf8_feed(WS_UTF8_ACCEPT, wc->inflated.data, wc->inflated.len)
            != WS_UTF8_ACCEPT) {
         fail_connection(wc, WS_CLOSE_INVALID_DATA, "invalid UTF-8 in text");
@@ -716,31 +756,86 @@ static int inflate_message(ws_conn *wc, ws_event *ev)
     return 1;
 }
 
+static int type_of_opcode(int opcode)
+{
+    return opcode == WS_OP_TEXT ? MESSAGE_TYPE_TEXT : MESSAGE_TYPE_BINARY;
+}
+
+/* The inflated buffer counts in the child's memory; one kept across
+ * messages is small (WS_KEEP_BUFFER_MAX). */
+static void release_inflated(ws_conn *wc, size_t held)
+{
+    if (wc->inflated.cap > WS_KEEP_BUFFER_MAX) {
+        ws_deflate_buf_free(&wc->inflated);
+    }
+    ws_mem_add(wc, (apr_off_t)wc->inflated.cap - (apr_off_t)held);
+}
+
+static void deliver_compressed(ws_conn *wc, ws_event *ev)
+{
+    const ws_engine *engine = wc->engine;
+    size_t held = wc->inflated.cap, used;
+    int done;
+
+    wc->inflated.len = 0;
+    done = inflate_part(wc, ev->data, ev->len,
+                        engine->dispatch ? WS_INLINE_MESSAGE_MAX : 0, &used);
+    if (done == 0) {
+        /* Large: what is left of it is inflated, and the message handled,
+         * off the loop (the inflater is the dispatch thread's meanwhile:
+         * nothing more is parsed until it is done). */
+        int job = ev->opcode == WS_OP_TEXT ? WS_JOB_INFLATE_TEXT
+                                           : WS_JOB_INFLATE_BINARY;
+
+        wc->msgs_in++;
+        if (engine->dispatch(wc, job, ev->data + used, ev->len - used)) {
+            return;
+        }
+        wc->msgs_in--;
+        done = inflate_part(wc, ev->data + used, ev->len - used, 0, &used);
+    }
+    if (done == 1 && inflated_message_ok(wc, ev->opcode)) {
+        call_on_message(wc, type_of_opcode(ev->opcode), wc->inflated.data,
+                        wc->inflated.len);
+    }
+    release_inflated(wc, held);
+}
+
+void ws_conn_run_job(ws_conn *wc, int job, uint8_t *data, size_t len)
+{
+    size_t held, used;
+    int opcode;
+
+    if (job != WS_JOB_INFLATE_TEXT && job != WS_JOB_INFLATE_BINARY) {
+        ws_conn_call_plugin(wc, job, data, len);
+        return;
+    }
+    opcode = job == WS_JOB_INFLATE_TEXT ? WS_OP_TEXT : WS_OP_BINARY;
+    held = wc->inflated.cap;
+    if (inflate_part(wc, data, len, 0, &used) == 1
+        && inflated_message_ok(wc, opcode)) {
+        ws_conn_call_plugin(wc, type_of_opcode(opcode), wc->inflated.data,
+                            wc->inflated.len);
+    }
+    release_inflated(wc, held);
+}
+
 static void deliver_message(ws_conn *wc, ws_event *ev)
 {
-    int type = ev->opcode == WS_OP_TEXT ? MESSAGE_TYPE_TEXT
-                                        : MESSAGE_TYPE_BINARY;
     /* Written under wc->lock by any thread; an atomic read suffices. */
     int closing = __atomic_load_n(&wc->close_queued, __ATOMIC_ACQUIRE);
-    size_t held;
 
     /* Once we have sent our Close the plugin has said it is done: what
      * the peer sends until its Close arrives is dropped (RFC 6455 5.5.1). */
     if (closing) {
         return;
     }
-    if (!ev->compressed) {
-        call_on_message(wc, type, ev->data, ev->len);
-        return;
+    if (ev->compressed) {
+        deliver_compressed(wc, ev);
     }
-    held = wc->inflated.cap;
-    if (inflate_message(wc, ev)) {
-        call_on_message(wc, type, wc->inflated.data, wc->inflated.len);
+    else {
+        call_on_message(wc, type_of_opcode(ev->opcode), ev->data, ev->len);
     }
-    if (wc->inflated.cap > WS_KEEP_BUFFER_MAX) {
-        ws_deflate_buf_free(&wc->inflated);
-    }
-    ws_mem_add(wc, (apr_off_t)wc->inflated.cap - (apr_off_t)held);
 }
 
 static void peer_sent_close(ws_conn *wc, ws_event *ev)

@@ -96,9 +96,9 @@ typedef struct ws_engine {
     /* Another thread queued output or asked to close.  Called with
      * wc->lock held; must be safe from any thread. */
     void (*wake)(ws_conn *wc);
-    /* Optional: takes a message to run on_message elsewhere (copying what
-     * it needs) and returns 1, or returns 0 to have it run right here. */
-    int (*dispatch)(ws_conn *wc, int type, const uint8_t *data, size_t len);
+    /* Optional: takes a job (ws_conn_run_job) to run elsewhere, copying
+     * its data, and returns 1, or returns 0 to have it run right here. */
+    int (*dispatch)(ws_conn *wc, int job, const uint8_t *data, size_t len);
     /* Optional: the connection will never run (the plugin refused it):
      * forget it before its pool goes. */
     void (*detach)(ws_conn *wc);
@@ -107,6 +107,10 @@ typedef struct ws_engine {
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
+
+/* child_stopping: a hard stop of a child without threads (prefork) ends
+ * its connections here, since its loop will not run again. */
+void ws_sync_child_stopping(int graceful);
 
 #define WS_DEFAULT_SLOW_PLUGIN  apr_time_from_msec(20)
 #define WS_SLOW_PLUGIN_ALWAYS   1     /* WebSocketSlowPlugin Always */
@@ -255,6 +259,16 @@ void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);
  * writable (it is NUL for the call).  Any thread, one at a time per
  * connection. */
 void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len);
+
+/* What an engine's dispatch() is handed: a message for on_message (its
+ * MESSAGE_TYPE_ as the job), or the compressed rest of a large message,
+ * to inflate before on_message. */
+#define WS_JOB_INFLATE_TEXT    (-2)
+#define WS_JOB_INFLATE_BINARY  (-3)
+
+/* Runs a job an engine dispatched (data[len] writable); on a dispatch
+ * thread, while the engine parses nothing more of the connection. */
+void ws_conn_run_job(ws_conn *wc, int job, uint8_t *data, size_t len);
 
 /* From now on the plugin's messages go to the engine's dispatch threads;
  * logs why, once.  Any thread. */

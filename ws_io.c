@@ -335,6 +335,17 @@ apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
     return io->blocking_writes ? write_blocking(io) : write_filters(io, budget);
 }
 
+int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
+{
+    apr_size_t n = len;
+
+    if (!io->direct || io->sent) {
+        return 0;
+    }
+    return apr_socket_send(io->sock, (const char *)frame, &n) == APR_SUCCESS
+           && n == len;
+}
+
 int ws_io_output_pending(const ws_io *io)
 {
     return io->sending || io->c->data_in_output_filters;

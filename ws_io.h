@@ -67,6 +67,10 @@ int ws_io_output_pending(const ws_io *io);
  * was written (the connection goes on to a Close). */
 void ws_io_discard(ws_io *io, int keep_partial);
 
+/* A last frame (a Close on a hard stop), written at once when the socket
+ * is ours alone and no frame is half written; 1 when it went out. */
+int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len);
+
 /* child_init: mod_logio's counters, for direct mode. */
 void ws_io_child_init(void);
 

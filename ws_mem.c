@@ -141,6 +141,23 @@ void ws_mem_add(ws_conn *wc, apr_off_t delta)
     }
 }
 
+size_t ws_mem_connections(ws_conn **out, size_t max)
+{
+    ws_conn *wc;
+    size_t n = 0;
+
+    if (!registry_ready || pthread_mutex_trylock(&registry_lock) != 0) {
+        return 0;
+    }
+    for (wc = APR_RING_FIRST(registry);
+         wc != APR_RING_SENTINEL(registry, _WebSocketState, mem_link) && n < max;
+         wc = APR_RING_NEXT(wc, mem_link)) {
+        out[n++] = wc;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return n;
+}
+
 int ws_mem_over_limit(void)
 {
     return limit && __atomic_load_n(&total, __ATOMIC_RELAXED) > limit - limit / 10;

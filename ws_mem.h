@@ -35,6 +35,10 @@ void ws_mem_add(ws_conn *wc, apr_off_t delta);
  * are refused). */
 int ws_mem_over_limit(void);
 
+/* Up to max of the child's connections, for a caller that must reach
+ * them all (a hard stop); 0 when another thread holds the list. */
+size_t ws_mem_connections(ws_conn **out, size_t max);
+
 /* What the child's WebSocket buffers hold now, and the ceiling. */
 apr_off_t ws_mem_held(void);
 apr_off_t ws_mem_limit(void);

@@ -24,6 +24,7 @@
 
 #include "ws_conn.h"
 #include "ws_io.h"
+#include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -167,6 +168,59 @@ static int sync_run(ws_conn *wc)
     ws_io_discard(io, 0);
     ws_conn_finish(wc);
     return DONE;
+}
+
+/*
+ * A hard stop of prefork (SIGTERM) runs child_stopping in the signal
+ * handler and exits right after: the loop never gets back to end its
+ * connection.  So it is ended here: a Close 1001 when it can go out at
+ * once, and on_disconnect, so that the plugin stops its threads before
+ * the process goes (they would run into an unloaded plugin).  Only where
+ * the child has no other threads: the interrupted thread is the loop,
+ * which holds no lock of ours unless trylock says so.  On threaded MPMs
+ * each loop ends its own connection.
+ */
+static void end_at_hard_stop(ws_conn *wc)
+{
+    sync_loop *loop = wc->engine_data;
+    uint8_t frame[WS_MAX_HEADER_SIZE + WS_MAX_CONTROL_SIZE];
+    size_t plen, hlen;
+    int finished;
+
+    if (wc->engine != &ws_engine_sync || !loop
+        || apr_thread_mutex_trylock(wc->lock) != APR_SUCCESS) {
+        return;
+    }
+    finished = wc->finished || wc->close_queued;
+    apr_thread_mutex_unlock(wc->lock);
+    if (finished) {
+        return;
+    }
+    plen = ws_close_payload(frame + 4, WS_CLOSE_GOING_AWAY,
+                            "server shutting down", 20);
+    hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
+    if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
+                      "Close 1001 could be sent");
+    }
+    ws_conn_abort(wc, APR_SUCCESS, "server stopped");
+    ws_conn_finish(wc);
+}
+
+void ws_sync_child_stopping(int graceful)
+{
+    ws_conn *conns[64];
+    size_t n, i;
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    if (graceful || threaded != AP_MPMQ_NOT_SUPPORTED) {
+        return;
+    }
+    n = ws_mem_connections(conns, sizeof(conns) / sizeof(conns[0]));
+    for (i = 0; i < n; i++) {
+        end_at_hard_stop(conns[i]);
+    }
 }
 
 /* Called before on_connect, so that plugin threads can wake us at once. */
