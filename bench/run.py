@@ -18,6 +18,9 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
   c100k  100,000 idle sockets, 8 children: all open, RSS per socket,
          one echo on every socket after the hold
   d      codec micro-benchmark (bench/bench_codec): masking, UTF-8
+  f      fairness: 32 B echo latency of an innocent client while 2 others
+         stream 8 MiB compressible messages with permessage-deflate on
+         the same event loop; the innocent client alone is the reference
   e      permessage-deflate: 1 KiB JSON echo, compression on vs off:
          server CPU us/msg and wire bytes per message; zlib memory per
          connection (bench/deflate_memory)
@@ -59,7 +62,7 @@ DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -565,6 +568,54 @@ def scenario_e(args, work):
                    command="--only e")
 
 
+def scenario_f(args, work, abusers=2):
+    """The issue's target: p99 <= 20 ms and max <= 100 ms with 2 abusers,
+    for highly compressible text (wsload's text pattern: ~54:1) and for
+    JSON (~4.7:1)."""
+    secs, runs = args.secs, args.runs
+    h = Httpd(work, "fairness", event_threads=1).start()
+    try:
+        for typ in ("text", "json"):
+            alone, loaded = [], []
+            for i in range(runs):
+                log("f: %s run %d/%d" % (typ, i + 1, runs))
+                inno = echo_args(secs, 1, 32, "text") + [h.ws_url("/echo")]
+                alone.append(wsload(inno, secs + 30))
+                heavy = subprocess.Popen(
+                    [WSLOAD, "-c", str(abusers), "-s", "8m", "-t", typ,
+                     "--deflate", "--duration", str(secs + 4), "--warmup", "0",
+                     "--timeout", "30", h.ws_url("/echo")],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    text=True, start_new_session=True)
+                try:
+                    time.sleep(1.5)          # the streams get going
+                    loaded.append(wsload(inno, secs + 30))
+                    out, _ = heavy.communicate(timeout=secs + 60)
+                finally:
+                    if heavy.poll() is None:
+                        heavy.kill()
+                        heavy.wait()
+                load = parse_summary(out.strip().splitlines()[-1]) if out else {}
+                loaded[-1]["abuser_msgs"] = load.get("msgs", 0)
+            for key, target, limit in (("p99_us", "<= 20 ms", 20e3),
+                                       ("max_us", "<= 100 ms", 100e3)):
+                v, ref = median(loaded, key), median(alone, key)
+                figure("f.%s.%s" % (typ, key[:-3]),
+                       "innocent 32 B echo %s, %d clients streaming 8 MiB %s "
+                       "with permessage-deflate" % (key[:-3], abusers, typ),
+                       "%.1f ms" % (v / 1e3), "alone %.2f ms" % (ref / 1e3),
+                       v / ref if ref else None, target, v <= limit,
+                       "loaded %s alone %s" % (spread(loaded, key),
+                                               spread(alone, key)), "--only f")
+            figure("f.%s.abusers" % typ, "8 MiB messages echoed to the "
+                   "streaming clients per run", "%.0f" % median(loaded,
+                                                                "abuser_msgs"),
+                   runs=spread(loaded, "abuser_msgs", "%.0f"),
+                   command="--only f")
+    finally:
+        h.stop()
+
+
 # ---- docs ----------------------------------------------------------------------
 
 def machine():
@@ -651,6 +702,7 @@ def main(argv=None):
         steps = [("a", lambda: scenario_ab(args, work, which)),
                  ("d", lambda: scenario_d(args, work)),
                  ("e", lambda: scenario_e(args, work)),
+                 ("f", lambda: scenario_f(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False
