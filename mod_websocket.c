@@ -116,22 +116,33 @@ static apr_status_t destroy_plugin(void *data)
 
 static const char *check_plugin(apr_pool_t *p, const WebSocketPlugin *plugin)
 {
+    const WebSocketPlugin2 *v2 = (const WebSocketPlugin2 *)(const void *)plugin;
+
     if (!plugin) {
         return "it returned NULL";
     }
-    if (plugin->version != WEBSOCKET_PLUGIN_VERSION_0) {
+    if (plugin->version != WEBSOCKET_PLUGIN_VERSION_0
+        && plugin->version != WEBSOCKET_PLUGIN_VERSION_2) {
         return apr_psprintf(p, "unsupported plugin version %u (this "
-                            "mod_websocket supports version %u)",
-                            plugin->version, WEBSOCKET_PLUGIN_VERSION_0);
+                            "mod_websocket supports versions %u and %u)",
+                            plugin->version, WEBSOCKET_PLUGIN_VERSION_0,
+                            WEBSOCKET_PLUGIN_VERSION_2);
     }
-    if (plugin->size < sizeof(WebSocketPlugin)) {
+    if (plugin->size < (plugin->version == WEBSOCKET_PLUGIN_VERSION_2
+                        ? sizeof(WebSocketPlugin2) : sizeof(WebSocketPlugin))) {
         return apr_psprintf(p, "plugin structure size %u is smaller than "
-                            "%u; was it built against another "
+                            "%u for version %u; was it built against another "
                             "websocket_plugin.h?", plugin->size,
-                            (unsigned)sizeof(WebSocketPlugin));
+                            (unsigned)(plugin->version == WEBSOCKET_PLUGIN_VERSION_2
+                                       ? sizeof(WebSocketPlugin2)
+                                       : sizeof(WebSocketPlugin)),
+                            plugin->version);
     }
-    if (!plugin->on_message) {
-        return "its on_message is NULL";
+    if (!plugin->on_message
+        && !(plugin->version == WEBSOCKET_PLUGIN_VERSION_2 && v2->on_fragment)) {
+        return plugin->version == WEBSOCKET_PLUGIN_VERSION_2
+               ? "both its on_message and on_fragment are NULL"
+               : "its on_message is NULL";
     }
     return NULL;
 }
@@ -793,7 +804,8 @@ static int ws_handler(request_rec *r)
                       "buffers are near WebSocketMemoryLimit");
     }
     wc = ws_conn_create(r, conf, hs.protocols,
-                        hs.deflate ? &hs.deflate_neg.params : NULL);
+                        hs.deflate ? &hs.deflate_neg.params : NULL,
+                        hs.deflate ? hs.deflate_neg.response : NULL);
     if (!wc) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r,
                       "cannot set up a WebSocket connection");

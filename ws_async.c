@@ -90,18 +90,19 @@ static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
     return 1;
 }
 
-/* on_message on the loop, watched (ws_watchdog.c). */
-static void async_call_inline(ws_conn *wc, int type, uint8_t *data, size_t len)
+/* Plugin calls on the loop are watched (ws_watchdog.c). */
+static void async_call_begin(ws_conn *wc, const char *what)
 {
     async_conn *ac = wc->engine_data;
 
-    ws_loop_call_begin(ac->loop, ac, "on_message");
-    ws_conn_call_plugin(wc, type, data, len);
-    if (!ws_loop_call_end(ac->loop)) {
-        /* Another thread runs the loop now: parse nothing more here; the
-         * rest of the input waits until the connection is handed back. */
-        wc->paused = 1;
-    }
+    ws_loop_call_begin(ac->loop, ac, what);
+}
+
+static int async_call_end(ws_conn *wc)
+{
+    async_conn *ac = wc->engine_data;
+
+    return ws_loop_call_end(ac->loop);
 }
 
 /* ---- the engine interface ---- */
@@ -191,7 +192,8 @@ const ws_engine ws_engine_async = {
     async_wake,
     async_dispatch,
     async_detach,
-    async_call_inline
+    async_call_begin,
+    async_call_end
 };
 
 /* suspend_connection hook, on the worker thread that ran the handler. */

@@ -219,7 +219,8 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     apr_status_t rv;
     apr_int16_t want;
 
-    if (!busy && !wc->finished && !wc->peer_closed) {
+    if (!busy && !wc->finished && !wc->peer_closed
+        && !ws_conn_input_paused(wc)) {
         loop->servicing = ac;
         if (wc->paused) {
             resume_input(ac, &more);
@@ -237,6 +238,12 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     if (rv != APR_SUCCESS) {
         ws_conn_abort(wc, rv, "write failed");
     }
+    else if (!busy && ws_conn_take_drain(wc)) {
+        ws_conn_drained(wc);
+        if (!ws_loop_is_mine(loop)) {
+            return;
+        }
+    }
     pending = rv == APR_SUCCESS && ws_io_output_pending(&ac->io);
     /* A plugin still busy with this connection on another thread must
      * return before on_disconnect may run. */
@@ -249,7 +256,8 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
      * elsewhere) is fine: the end of that call or a timer brings the
      * connection back. */
     want = rv != APR_SUCCESS ? 0
-         : (wc->peer_closed || wc->paused || busy ? 0 : APR_POLLIN)
+         : (wc->peer_closed || wc->paused || busy || ws_conn_input_paused(wc)
+            ? 0 : APR_POLLIN)
            | (pending ? APR_POLLOUT : 0);
     if (ws_loop_poll_events(ac, want) != APR_SUCCESS) {
         ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
@@ -320,6 +328,10 @@ static void first_service(async_conn *ac, apr_time_t now)
 
     if (ac->loop->stop_announced) {
         ws_conn_close(ac->wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+    }
+    ws_conn_open(ac->wc);
+    if (!ws_loop_is_mine(ac->loop)) {
+        return;
     }
     progress(ac, now, 1);
     if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {

@@ -29,57 +29,7 @@
 #include "ws_deflate.h"
 #include "ws_frame.h"
 
-/* ---- configuration (mod_websocket.c fills it) ---- */
-
-#define WS_ORIGIN_UNSET   -1
-#define WS_ORIGIN_OFF      0
-#define WS_ORIGIN_SAME     1
-#define WS_ORIGIN_TRUSTED  2
-
-#define WS_DEFAULT_MAX_MESSAGE_SIZE   (16 * 1024 * 1024)
-#define WS_DEFAULT_SEND_QUEUE_LIMIT   (16 * 1024 * 1024)
-#define WS_DEFAULT_CLOSE_TIMEOUT      apr_time_from_sec(5)
-#define WS_DEFAULT_COMPRESSION_LEVEL  1
-#define WS_DEFAULT_COMPRESSION_MIN    64
-
-typedef struct ws_plugin_ref {
-    const char *path;          /* as resolved against ServerRoot */
-    const char *symbol;        /* the init function's name */
-    apr_dso_handle_t *dso;
-    WebSocketPlugin *plugin;
-    /* Set (per child) once an on_message call of this plugin took longer
-     * than WebSocketSlowPlugin: its messages then leave the event loop. */
-    volatile apr_uint32_t slow;
-} ws_plugin_ref;
-
-/* Unset fields are -1 (or NULL) so that merging can tell them apart. */
-typedef struct ws_dir_conf {
-    ws_plugin_ref *handler;
-    apr_off_t max_message_size;
-    apr_off_t send_queue_limit;
-    apr_interval_time_t close_timeout;
-    apr_interval_time_t idle_timeout;     /* 0: none */
-    apr_interval_time_t slow_plugin;      /* 0: never offload */
-    int origin_check;
-    int allow_reserved_codes;
-    apr_array_header_t *trusted_origins;   /* of const char * */
-    /* permessage-deflate */
-    int compression;                  /* On/Off */
-    int compression_level;
-    int server_context_takeover;      /* On/Off */
-    int client_context_takeover;      /* On/Off */
-    int server_window_bits;           /* 9..15 */
-    int client_window_bits;           /* 8..15, 0 = do not ask */
-    apr_off_t compression_min_size;
-} ws_dir_conf;
-
-apr_off_t ws_conf_max_message_size(const ws_dir_conf *conf);
-apr_off_t ws_conf_send_queue_limit(const ws_dir_conf *conf);
-apr_interval_time_t ws_conf_close_timeout(const ws_dir_conf *conf);
-apr_interval_time_t ws_conf_idle_timeout(const ws_dir_conf *conf);
-apr_interval_time_t ws_conf_slow_plugin(const ws_dir_conf *conf);
-/* The permessage-deflate policy the directives make. */
-void ws_conf_deflate_policy(const ws_dir_conf *conf, ws_deflate_policy *policy);
+#include "ws_config.h"
 
 /* ---- engines ---- */
 
@@ -102,8 +52,13 @@ typedef struct ws_engine {
     /* Optional: the connection will never run (the plugin refused it):
      * forget it before its pool goes. */
     void (*detach)(ws_conn *wc);
-    /* Optional: runs on_message here (ws_conn_call_plugin), watched. */
-    void (*call_inline)(ws_conn *wc, int type, uint8_t *data, size_t len);
+    /* Optional: a plugin callback is about to run on the engine's thread
+     * (what: its name, for logs), and has returned; call_end answers 0
+     * when the engine's thread was replaced meanwhile (an event loop taken
+     * over from a blocking plugin): the connection then parses nothing
+     * more on this thread. */
+    void (*call_begin)(ws_conn *wc, const char *what);
+    int (*call_end)(ws_conn *wc);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
@@ -112,18 +67,30 @@ extern const ws_engine ws_engine_sync;
  * its connections here, since its loop will not run again. */
 void ws_sync_child_stopping(int graceful);
 
-#define WS_DEFAULT_SLOW_PLUGIN  apr_time_from_msec(20)
-#define WS_SLOW_PLUGIN_ALWAYS   1     /* WebSocketSlowPlugin Always */
-
 /* ---- the connection ---- */
+
+/* One frame for many connections: a topic's message, made once. */
+typedef struct ws_shared_frame {
+    apr_uint32_t refs;         /* atomic */
+    size_t len;                /* of bytes: header and payload */
+    size_t payload_len;
+    uint8_t bytes[1];
+} ws_shared_frame;
 
 typedef struct ws_out_frame {
     struct ws_out_frame *next;
     size_t len;
-    int is_close;
-    int is_control;
+    ws_shared_frame *shared;   /* the bytes are its, when set */
+    unsigned char is_close;
+    unsigned char is_control;
     uint8_t bytes[1];          /* frame header and payload, len bytes */
 } ws_out_frame;
+
+#define WS_FRAME_BYTES(f) ((f)->shared ? (f)->shared->bytes : (f)->bytes)
+
+/* Buffers above this are freed after use, so that an idle connection does
+ * not keep the memory of its largest message. */
+#define WS_KEEP_BUFFER_MAX  (64 * 1024)
 
 struct _WebSocketState {
     request_rec *r;
@@ -138,8 +105,15 @@ struct _WebSocketState {
     int in_on_connect;               /* header_set/protocol_set allowed */
     apr_os_thread_t connect_thread;  /* the thread running on_connect */
     /* The client's address for log lines from any thread: the request's
-     * useragent_ip (mod_remoteip's), copied where it outlives r. */
+     * useragent_ip (mod_remoteip's), copied where it outlives r; and the
+     * other strings API v2 gives plugins, copied the same way. */
     const char *client_ip;
+    const char *user;
+    const char *query;
+    const char *path_info;
+    const char *extensions;
+    void *user_data;                 /* atomic: set_user_data's */
+    apr_time_t opened;               /* when the 101 went out */
 
     const ws_engine *engine;
     void *engine_data;
@@ -166,6 +140,14 @@ struct _WebSocketState {
     int send_overflow;               /* a sender hit out_limit */
     int finished;                    /* on_disconnect has run */
     int oversize_logged;             /* a send larger than out_limit */
+    int out_open_message;            /* send_fragment's message is open */
+    int drain_armed;                 /* on_drain when the queue empties */
+    unsigned int close_code_sent;    /* our Close's code, 0 before it */
+    apr_time_t last_data_out;        /* atomic: a data message queued */
+    apr_size_t frag_size;            /* WebSocketFragmentSize, 0: off */
+    /* send_fragment's message, under send_lock. */
+    int out_piece_opcode;
+    ws_utf8_state out_piece_utf8;
 
     /* The child's memory accounting (ws_mem.c). */
     APR_RING_ENTRY(_WebSocketState) mem_link;   /* under its lock */
@@ -174,6 +156,12 @@ struct _WebSocketState {
     int shed;                        /* atomic: closed by WebSocketMemoryLimit */
     int discard_output;              /* atomic: the engine drops its output */
     size_t parser_held;              /* engine thread: accounted parser buffer */
+
+    /* Topics this connection is subscribed to (ws_topic.c, under its
+     * lock). */
+    struct ws_subscription *subscriptions;
+
+    int input_paused;                /* atomic: pause_input's */
 
     /* Engine thread only. */
     ws_parser *parser;
@@ -189,13 +177,28 @@ struct _WebSocketState {
     size_t unparsed_len;
     apr_uint64_t msgs_in;
     apr_uint64_t msgs_out;
+    /* The end of the WebSocket, for on_close and the log: the peer's
+     * Close (code 0: none came), or why the module failed it. */
+    unsigned int peer_close_code;
+    unsigned int fail_code;
+    size_t peer_reason_len;
+    char peer_reason[WS_MAX_CONTROL_SIZE];
+    /* Keepalive: a Ping went out at ping_sent (0: none outstanding). */
+    apr_time_t ping_sent;
+    apr_time_t last_ping;
+    /* on_fragment: the message being streamed to the plugin. */
+    int stream_opcode;
+    int stream_first;
+    ws_utf8_state stream_utf8;
 };
 
 /* NULL when memory runs out.  deflate: the negotiated permessage-deflate
- * parameters, or NULL when the extension is not in use. */
+ * parameters, or NULL when the extension is not in use; extensions: the
+ * Sec-WebSocket-Extensions answered, or NULL. */
 ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
                         apr_array_header_t *protocols,
-                        const ws_deflate_params *deflate);
+                        const ws_deflate_params *deflate,
+                        const char *extensions);
 
 /* Runs the plugin's on_connect; 0 when the plugin refused (then nothing
  * it queued is sent, and the engine has let go of the connection). */
@@ -216,11 +219,40 @@ apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len);
  * unparsed when it paused (scratch: size + 1 bytes). */
 apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
 
+/* The 101 went out: the plugin's on_open, on the engine's thread. */
+void ws_conn_open(ws_conn *wc);
+
+/* ws_conn_take_drain said so: the plugin's on_drain, on the engine's
+ * thread. */
+void ws_conn_drained(ws_conn *wc);
+
+/* pause_input: stops (1) or resumes (0) reading from the peer; any
+ * thread.  Engines read nothing while ws_conn_input_paused() says so. */
+void ws_conn_pause_input(ws_conn *wc, int paused);
+int ws_conn_input_paused(const ws_conn *wc);
+
 /* Frees a list of frames taken with ws_conn_take_output. */
 void ws_out_frames_free(ws_out_frame *f);
 
-/* Queues one whole message; any thread.  Returns len, or 0 if refused. */
+/* ---- sending (ws_out.c); any thread ---- */
+
+/* Queues one whole message (cut at WebSocketFragmentSize, compressed
+ * when negotiated): WEBSOCKET_OK or an error of websocket_plugin.h. */
+int ws_conn_send_message(ws_conn *wc, int opcode, const uint8_t *data,
+                         size_t len);
+/* The same, answering as API v0's send does: len, or 0 if refused. */
 size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
+/* A piece of a message sent in pieces (send_fragment). */
+int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
+                       size_t len, int final);
+/* Queues a frame shared with other connections (a topic's message); it
+ * takes a reference. */
+int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf);
+ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
+                                        const uint8_t *payload, size_t len);
+void ws_shared_frame_release(ws_shared_frame *sf);
+/* Bytes held for sending: queued, or taken and not yet written. */
+apr_size_t ws_conn_queued(ws_conn *wc);
 
 /* Queues a Close (code 0: none) and stops accepting sends; any thread. */
 void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason);
@@ -231,6 +263,14 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc);
 
 /* The engine wrote (or dropped) len bytes of the output it took. */
 void ws_conn_output_written(ws_conn *wc, apr_size_t len);
+
+/* Whether the queue drained (on_drain is due); asks once.  Engines call
+ * it after writing, and then ws_conn_drained. */
+int ws_conn_take_drain(ws_conn *wc);
+
+/* With wc->lock held: empties the queue into *dropped, returning the
+ * bytes it held. */
+apr_size_t ws_conn_drop_queue_locked(ws_conn *wc, ws_out_frame **dropped);
 
 /* Whether the engine must drop the output it holds (the connection was
  * shed); asks once.  Engines call it before taking output. */
@@ -259,6 +299,23 @@ void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);
  * writable (it is NUL for the call).  Any thread, one at a time per
  * connection. */
 void ws_conn_call_plugin(ws_conn *wc, int type, uint8_t *data, size_t len);
+
+/* A plugin callback on the engine's thread, watched where the engine
+ * watches: call between ws_conn_watch_begin and ws_conn_watch_end, which
+ * answers 0 (and pauses the input) when the engine's thread was replaced
+ * meanwhile. */
+void ws_conn_watch_begin(ws_conn *wc, const char *what);
+int ws_conn_watch_end(ws_conn *wc);
+
+/* The plugin's version 2 callbacks, or NULL for a version 0 plugin. */
+const WebSocketPlugin2 *ws_conn_plugin_v2(const ws_conn *wc);
+
+/* Fails the connection: the peer broke the protocol or a limit (code:
+ * 1002, 1007, 1009...); one info line. */
+void ws_conn_fail(ws_conn *wc, uint16_t code, const char *why);
+
+/* The WebSocketServer functions (ws_api.c). */
+void ws_api_init(ws_conn *wc);
 
 /* What an engine's dispatch() is handed: a message for on_message (its
  * MESSAGE_TYPE_ as the job), or the compressed rest of a large message,

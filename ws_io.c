@@ -215,7 +215,7 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
         for (f = io->sending; f && n < WS_IO_IOVECS; f = f->next, n++) {
             apr_size_t skip = (f == io->sending) ? io->sent : 0;
 
-            vec[n].iov_base = f->bytes + skip;
+            vec[n].iov_base = WS_FRAME_BYTES(f) + skip;
             vec[n].iov_len = f->len - skip;
             total += vec[n].iov_len;
         }
@@ -264,7 +264,8 @@ static apr_size_t fill_out(ws_io *io, apr_size_t max)
             len = max - total;
         }
         APR_BRIGADE_INSERT_TAIL(io->out, apr_bucket_transient_create(
-                                    (const char *)f->bytes + skip, len, ba));
+                                    (const char *)WS_FRAME_BYTES(f) + skip,
+                                    len, ba));
         total += len;
     }
     return total;

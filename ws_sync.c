@@ -122,6 +122,7 @@ static int sync_run(ws_conn *wc)
     ws_io *io = &loop->io;
     apr_status_t rv;
 
+    ws_conn_open(wc);
     for (;;) {
         apr_int32_t n;
         const apr_pollfd_t *ready;
@@ -129,18 +130,22 @@ static int sync_run(ws_conn *wc)
         apr_int16_t want;
         int more;
 
-        rv = ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
-                        (apr_size_t)-1, &more);
+        rv = ws_conn_input_paused(wc) ? APR_SUCCESS
+             : ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
+                          (apr_size_t)-1, &more);
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");
         }
-        else {
+        else if (!ws_conn_input_paused(wc)) {
             ws_io_try_direct(io);
         }
         if ((rv = ws_io_write(io, 0)) != APR_SUCCESS) {
             ws_conn_abort(wc, rv, "write failed");
             break;
+        }
+        if (ws_conn_take_drain(wc)) {
+            ws_conn_drained(wc);
         }
         now = apr_time_now();
         ws_conn_timers(wc, now);
@@ -152,7 +157,7 @@ static int sync_run(ws_conn *wc)
             ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "server shutting down");
             continue;
         }
-        want = (wc->peer_closed ? 0 : APR_POLLIN)
+        want = (wc->peer_closed || ws_conn_input_paused(wc) ? 0 : APR_POLLIN)
              | (loop->can_pollout && ws_io_output_pending(io) ? APR_POLLOUT : 0);
         if (watch(loop, want) != APR_SUCCESS) {
             ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
@@ -242,5 +247,6 @@ const ws_engine ws_engine_sync = {
     sync_wake,
     NULL,            /* a thread per connection: nothing to offload */
     NULL,            /* nothing outside the request to forget */
-    NULL             /* nothing else waits on this thread */
+    NULL,            /* nothing else waits on this thread: no watching */
+    NULL
 };

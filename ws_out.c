@@ -1,0 +1,576 @@
+/*
+ * ws_out.c - what a connection sends: the frames made of plugins' messages
+ * (cut at WebSocketFragmentSize, compressed when permessage-deflate is
+ * on), the queue they wait in, bounded by WebSocketSendQueueLimit, and
+ * what the engine takes from it.
+ *
+ * Any thread may send; the queue is under wc->lock, compression and
+ * messages sent in pieces under wc->send_lock (taken first), so that what
+ * the peer inflates comes in the order it was compressed.  A message's
+ * frames are queued together, so whole messages of several threads never
+ * interleave on the wire.
+ */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "httpd.h"
+#include "http_log.h"
+
+#include "ws_conn.h"
+#include "ws_mem.h"
+
+APLOG_USE_MODULE(websocket);
+
+/* Control frames queued at most, whatever the data: room for hundreds of
+ * pongs, and a bound on what a client that pings and never reads costs. */
+#define WS_CONTROL_QUEUE_MAX  (64 * 1024)
+
+/* ---- frames ---- */
+
+static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
+                                 size_t len)
+{
+    uint8_t header[WS_MAX_HEADER_SIZE];
+    size_t hlen = ws_frame_header(header, opcode, flags, len, NULL);
+    ws_out_frame *f;
+
+    if (len > (size_t)-1 - sizeof(*f) - hlen
+        || !(f = malloc(sizeof(*f) + hlen + len))) {
+        return NULL;
+    }
+    f->next = NULL;
+    f->shared = NULL;
+    f->len = hlen + len;
+    f->is_close = (opcode == WS_OP_CLOSE);
+    f->is_control = (opcode >= WS_OP_CLOSE);
+    memcpy(f->bytes, header, hlen);
+    if (len) {
+        memcpy(f->bytes + hlen, payload, len);
+    }
+    return f;
+}
+
+void ws_out_frames_free(ws_out_frame *f)
+{
+    while (f) {
+        ws_out_frame *next = f->next;
+
+        if (f->shared) {
+            ws_shared_frame_release(f->shared);
+        }
+        free(f);
+        f = next;
+    }
+}
+
+ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
+                                        const uint8_t *payload, size_t len)
+{
+    uint8_t header[WS_MAX_HEADER_SIZE];
+    size_t hlen = ws_frame_header(header, opcode, flags, len, NULL);
+    ws_shared_frame *sf;
+
+    if (len > (size_t)-1 - sizeof(*sf) - hlen
+        || !(sf = malloc(sizeof(*sf) + hlen + len))) {
+        return NULL;
+    }
+    sf->refs = 1;
+    sf->len = hlen + len;
+    sf->payload_len = len;
+    memcpy(sf->bytes, header, hlen);
+    if (len) {
+        memcpy(sf->bytes + hlen, payload, len);
+    }
+    return sf;
+}
+
+void ws_shared_frame_release(ws_shared_frame *sf)
+{
+    if (sf && __atomic_sub_fetch(&sf->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(sf);
+    }
+}
+
+/* The frames of one message: the payload cut at frag bytes (0: whole),
+ * the first frame with the opcode and rsv bits, the others continuations,
+ * FIN on the last when fin.  *total: their bytes.  NULL: out of memory. */
+static ws_out_frame *frame_pieces(int opcode, int rsv, int fin,
+                                  const uint8_t *payload, size_t len,
+                                  size_t frag, size_t *total)
+{
+    ws_out_frame *head = NULL, **tail = &head;
+    size_t off = 0;
+
+    *total = 0;
+    do {
+        size_t n = frag && len - off > frag ? frag : len - off;
+        int last = off + n == len;
+        ws_out_frame *f = build_frame(off ? WS_OP_CONTINUATION : opcode,
+                                      (off ? 0 : rsv) | (last && fin ? WS_FIN : 0),
+                                      payload + off, n);
+
+        if (!f) {
+            ws_out_frames_free(head);
+            return NULL;
+        }
+        *total += f->len;
+        *tail = f;
+        tail = &f->next;
+        off += n;
+    } while (off < len);
+    return head;
+}
+
+/* ---- the queue ---- */
+
+static void append_locked(ws_conn *wc, ws_out_frame *f)
+{
+    while (f) {
+        if (wc->out_tail) {
+            wc->out_tail->next = f;
+        }
+        else {
+            wc->out_head = f;
+        }
+        wc->out_tail = f;
+        wc->out_bytes += f->len;
+        if (f->is_control) {
+            wc->out_control_bytes += f->len;
+        }
+        f = f->next;
+    }
+}
+
+/* With wc->lock held: data bytes held for the peer, queued or taken. */
+static apr_size_t data_held_locked(ws_conn *wc)
+{
+    return wc->out_bytes - wc->out_control_bytes
+           + __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
+}
+
+/* With wc->lock held.  Data counts against WebSocketSendQueueLimit:
+ * what is queued plus what the engine holds, so the limit bounds all the
+ * output a connection keeps.  A message as large as the limit still goes
+ * to a reader that keeps up (its frame headers are allowed on top when
+ * the queue is empty); control frames have a small budget of their own,
+ * so a pong never makes the data not fit. */
+static int fits_locked(ws_conn *wc, int control, apr_size_t total,
+                       apr_size_t headers)
+{
+    apr_size_t data = data_held_locked(wc);
+    apr_size_t room = wc->out_limit + (data ? 0 : headers);
+
+    return control ? wc->out_control_bytes + total <= WS_CONTROL_QUEUE_MAX
+                   : data + total <= room;
+}
+
+#define QUEUE_PIECE  1       /* a piece of send_fragment's message */
+#define QUEUE_OPENS  2       /* ... that leaves the message open */
+
+/* Queues the frames of one message (or one Ping/Pong) whose payload is
+ * payload of total bytes; on refusal frees them.  WEBSOCKET_OK when
+ * queued. */
+static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
+                        apr_size_t payload, int how)
+{
+    int rc = WEBSOCKET_ECLOSED, overflow_now = 0, control = head->is_control;
+
+    apr_thread_mutex_lock(wc->lock);
+    if (!wc->close_queued && !wc->finished) {
+        if (!control && wc->out_open_message && !(how & QUEUE_PIECE)) {
+            rc = WEBSOCKET_EBUSY;
+        }
+        else if (!fits_locked(wc, control, total, total - payload)) {
+            rc = WEBSOCKET_EFULL;
+            if (!wc->send_overflow) {
+                wc->send_overflow = overflow_now = 1;
+            }
+        }
+        else {
+            rc = WEBSOCKET_OK;
+            if (head->is_close) {
+                /* A plugin's own Close (send with MESSAGE_TYPE_CLOSE):
+                 * nothing may follow it. */
+                wc->close_queued = 1;
+                wc->close_code_sent = head->len >= 4
+                    ? ((unsigned)WS_FRAME_BYTES(head)[2] << 8)
+                      | WS_FRAME_BYTES(head)[3]
+                    : WS_CLOSE_NO_STATUS;
+            }
+            append_locked(wc, head);
+            if (!control) {
+                wc->out_open_message = (how & QUEUE_OPENS) != 0;
+                if (data_held_locked(wc) > wc->out_limit / 4) {
+                    wc->drain_armed = 1;
+                }
+                __atomic_store_n(&wc->last_data_out, apr_time_now(),
+                                 __ATOMIC_RELAXED);
+            }
+            /* Under the lock: the engine cannot finish (and free) the
+             * connection between our enqueue and this wake-up. */
+            wc->engine->wake(wc);
+        }
+    }
+    apr_thread_mutex_unlock(wc->lock);
+
+    if (rc == WEBSOCKET_OK) {
+        /* Outside the lock: passing WebSocketMemoryLimit sheds
+         * connections, this one perhaps. */
+        ws_mem_add(wc, (apr_off_t)total);
+        return rc;
+    }
+    ws_out_frames_free(head);
+    if (overflow_now) {
+        /* A reader this slow would make us hold unbounded memory: give up
+         * on it, and say so once (at info: any client can be slow). */
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s,
+                     "closing WebSocket from %s: send queue limit of %"
+                     APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
+                     "WebSocketSendQueueLimit", wc->client_ip, wc->out_limit);
+        ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
+    }
+    return rc;
+}
+
+int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf)
+{
+    ws_out_frame *f = malloc(sizeof(*f));
+
+    if (!f) {
+        return WEBSOCKET_ENOMEM;
+    }
+    __atomic_add_fetch(&sf->refs, 1, __ATOMIC_RELAXED);
+    f->next = NULL;
+    f->shared = sf;
+    f->len = sf->len;
+    f->is_close = f->is_control = 0;
+    return queue_frames(wc, f, f->len, sf->payload_len, 0);
+}
+
+/* ---- what plugins send ---- */
+
+static int is_control(int opcode)
+{
+    return opcode >= WS_OP_CLOSE;
+}
+
+static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+{
+    if (opcode == WS_OP_CLOSE
+        && (len == 1 || (len >= 2 && !ws_close_code_valid(
+                              ((unsigned)data[0] << 8) | data[1], 0)))) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
+                     "plugin %s tried to send an invalid Close payload; use "
+                     "a 2-byte code (1000-1003, 1007-1014, 3000-4999) and "
+                     "an optional reason", wc->conf->handler->symbol);
+        return 0;
+    }
+    if (is_control(opcode) && len > WS_MAX_CONTROL_SIZE) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
+                     "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT
+                     " bytes (control frames carry at most 125)",
+                     wc->conf->handler->symbol, ws_opcode_name(opcode), len);
+        return 0;
+    }
+    if (opcode == WS_OP_TEXT && ws_utf8_feed(WS_UTF8_ACCEPT, data, len)
+                                != WS_UTF8_ACCEPT) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
+                     "plugin %s tried to send a text message that is not "
+                     "valid UTF-8; not sent", wc->conf->handler->symbol);
+        return 0;
+    }
+    return 1;
+}
+
+/* A message larger than WebSocketSendQueueLimit could never be queued:
+ * refused before it is copied or compressed. */
+static int fits_the_limit(ws_conn *wc, int opcode, size_t len)
+{
+    if (is_control(opcode) || len <= wc->out_limit) {
+        return 1;
+    }
+    if (!__atomic_exchange_n(&wc->oversize_logged, 1, __ATOMIC_RELAXED)) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
+                     "plugin %s tried to send a message of %" APR_SIZE_T_FMT
+                     " bytes to %s, more than WebSocketSendQueueLimit (%"
+                     APR_SIZE_T_FMT "); not sent", wc->conf->handler->symbol,
+                     len, wc->client_ip, wc->out_limit);
+    }
+    return 0;
+}
+
+static void compression_failed(ws_conn *wc, ws_deflate_status st)
+{
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->s,
+                 "cannot compress a message for %s: %s", wc->client_ip,
+                 ws_deflate_status_name(st));
+}
+
+/* The compressor's buffer is kept between messages only when small. */
+static void trim_deflated(ws_conn *wc)
+{
+    if (wc->deflated.cap > WS_KEEP_BUFFER_MAX) {
+        ws_deflate_buf_free(&wc->deflated);
+    }
+}
+
+/* Compression and queueing happen under one lock: with context takeover
+ * the peer must inflate messages in the order they were compressed. */
+static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
+                           size_t len)
+{
+    ws_deflate_status st;
+    ws_out_frame *frames = NULL;
+    apr_size_t total = 0;
+    int rc = WEBSOCKET_ENOMEM;
+
+    apr_thread_mutex_lock(wc->send_lock);
+    if (wc->out_open_message) {
+        rc = WEBSOCKET_EBUSY;            /* the deflater is the piece's */
+    }
+    else {
+        wc->deflated.len = 0;
+        st = ws_deflate_compress(wc->deflate, data, len, &wc->deflated);
+        if (st == WS_DEFLATE_OK) {
+            frames = frame_pieces(opcode, WS_RSV1, 1, wc->deflated.data,
+                                  wc->deflated.len, wc->frag_size, &total);
+            rc = frames ? queue_frames(wc, frames, total, wc->deflated.len, 0)
+                        : WEBSOCKET_ENOMEM;
+        }
+        else {
+            compression_failed(wc, st);
+        }
+        trim_deflated(wc);
+    }
+    apr_thread_mutex_unlock(wc->send_lock);
+    return rc;
+}
+
+int ws_conn_send_message(ws_conn *wc, int opcode, const uint8_t *data,
+                         size_t len)
+{
+    ws_out_frame *frames;
+    apr_size_t total;
+
+    if (__atomic_load_n(&wc->shed, __ATOMIC_RELAXED)) {
+        return WEBSOCKET_ECLOSED;
+    }
+    if (!fits_the_limit(wc, opcode, len)) {
+        return WEBSOCKET_ETOOBIG;
+    }
+    if (!sendable(wc, opcode, data, len)) {
+        return WEBSOCKET_EINVAL;
+    }
+    if (wc->deflate && !is_control(opcode)
+        && ws_deflate_should_compress(wc->deflate, len)) {
+        return send_compressed(wc, opcode, data, len);
+    }
+    frames = frame_pieces(opcode, 0, 1, data, len,
+                          is_control(opcode) ? 0 : wc->frag_size, &total);
+    return frames ? queue_frames(wc, frames, total, len, 0) : WEBSOCKET_ENOMEM;
+}
+
+size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
+{
+    return ws_conn_send_message(wc, opcode, data, len) == WEBSOCKET_OK ? len : 0;
+}
+
+/* A piece of a message sent with send_fragment: its first piece chooses
+ * whether the message is compressed (when the connection compresses,
+ * always: its size is unknown); the text is checked across pieces. */
+int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
+                       size_t len, int final)
+{
+    ws_out_frame *frames = NULL;
+    apr_size_t total = 0;
+    int rc = WEBSOCKET_ENOMEM, first, rsv = 0;
+    ws_utf8_state utf8;
+
+    if (__atomic_load_n(&wc->shed, __ATOMIC_RELAXED)) {
+        return WEBSOCKET_ECLOSED;
+    }
+    if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) || len > wc->out_limit) {
+        return len > wc->out_limit ? WEBSOCKET_ETOOBIG : WEBSOCKET_EINVAL;
+    }
+    apr_thread_mutex_lock(wc->send_lock);
+    first = !wc->out_open_message;
+    if (!first && opcode != wc->out_piece_opcode) {
+        apr_thread_mutex_unlock(wc->send_lock);
+        return WEBSOCKET_EINVAL;
+    }
+    utf8 = first ? WS_UTF8_ACCEPT : wc->out_piece_utf8;
+    if (opcode == WS_OP_TEXT) {
+        utf8 = ws_utf8_feed(utf8, data, len);
+        if (utf8 == WS_UTF8_REJECT || (final && utf8 != WS_UTF8_ACCEPT)) {
+            apr_thread_mutex_unlock(wc->send_lock);
+            return WEBSOCKET_EINVAL;
+        }
+    }
+    if (wc->deflate) {
+        ws_deflate_status st;
+
+        wc->deflated.len = 0;
+        st = ws_deflate_compress_chunk(wc->deflate, data, len, final,
+                                       &wc->deflated);
+        if (st != WS_DEFLATE_OK) {
+            compression_failed(wc, st);
+            apr_thread_mutex_unlock(wc->send_lock);
+            return WEBSOCKET_ENOMEM;
+        }
+        data = wc->deflated.data;
+        len = wc->deflated.len;
+        rsv = WS_RSV1;
+    }
+    frames = build_frame(first ? opcode : WS_OP_CONTINUATION,
+                         (first ? rsv : 0) | (final ? WS_FIN : 0), data, len);
+    if (frames) {
+        total = frames->len;
+        rc = queue_frames(wc, frames, total, len,
+                          QUEUE_PIECE | (final ? 0 : QUEUE_OPENS));
+    }
+    if (rc == WEBSOCKET_OK) {
+        wc->out_piece_opcode = opcode;
+        wc->out_piece_utf8 = utf8;
+    }
+    if (wc->deflate) {
+        trim_deflated(wc);
+    }
+    apr_thread_mutex_unlock(wc->send_lock);
+    return rc;
+}
+
+void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
+{
+    uint8_t payload[WS_MAX_CONTROL_SIZE];
+    size_t plen = ws_close_payload(payload, code, reason,
+                                   reason ? strlen(reason) : 0);
+    ws_out_frame *f = build_frame(WS_OP_CLOSE, WS_FIN, payload, plen);
+    apr_size_t flen;
+
+    if (!f) {
+        return;
+    }
+    flen = f->len;
+    apr_thread_mutex_lock(wc->lock);
+    if (wc->close_queued || wc->finished) {
+        free(f);
+        f = NULL;
+    }
+    else {
+        /* A Close must go out even when the queue is full: bypass the
+         * limit rather than lose the closing handshake. */
+        append_locked(wc, f);
+        wc->close_queued = 1;
+        wc->close_code_sent = code ? code : WS_CLOSE_NO_STATUS;
+        wc->engine->wake(wc);
+    }
+    apr_thread_mutex_unlock(wc->lock);
+    if (f) {
+        /* f may be written and freed by now: only its size is used. */
+        ws_mem_add(wc, (apr_off_t)flen);
+    }
+}
+
+/* ---- what the engine takes ---- */
+
+ws_out_frame *ws_conn_take_output(ws_conn *wc)
+{
+    ws_out_frame *head;
+
+    apr_thread_mutex_lock(wc->lock);
+    head = wc->out_head;
+    wc->out_head = wc->out_tail = NULL;
+    /* Still held, by the engine now: still counted. */
+    __atomic_add_fetch(&wc->engine_bytes, wc->out_bytes, __ATOMIC_RELAXED);
+    wc->out_bytes = wc->out_control_bytes = 0;
+    apr_thread_mutex_unlock(wc->lock);
+    return head;
+}
+
+void ws_conn_output_written(ws_conn *wc, apr_size_t len)
+{
+    if (len) {
+        __atomic_sub_fetch(&wc->engine_bytes, len, __ATOMIC_RELAXED);
+        ws_mem_add(wc, -(apr_off_t)len);
+    }
+}
+
+int ws_conn_take_drain(ws_conn *wc)
+{
+    int drained = 0;
+
+    if (!__atomic_load_n(&wc->drain_armed, __ATOMIC_RELAXED)) {
+        return 0;
+    }
+    apr_thread_mutex_lock(wc->lock);
+    if (wc->drain_armed && !wc->close_queued
+        && data_held_locked(wc) <= wc->out_limit / 4) {
+        wc->drain_armed = 0;
+        drained = 1;
+    }
+    apr_thread_mutex_unlock(wc->lock);
+    return drained;
+}
+
+int ws_conn_take_discard(ws_conn *wc)
+{
+    return __atomic_load_n(&wc->discard_output, __ATOMIC_RELAXED)
+           && __atomic_exchange_n(&wc->discard_output, 0, __ATOMIC_ACQ_REL);
+}
+
+apr_size_t ws_conn_queued(ws_conn *wc)
+{
+    apr_size_t held;
+
+    apr_thread_mutex_lock(wc->lock);
+    held = wc->out_bytes + __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
+    apr_thread_mutex_unlock(wc->lock);
+    return held;
+}
+
+/* With wc->lock held: empties the queue; returns the bytes it held. */
+apr_size_t ws_conn_drop_queue_locked(ws_conn *wc, ws_out_frame **dropped)
+{
+    apr_size_t bytes = wc->out_bytes;
+
+    *dropped = wc->out_head;
+    wc->out_head = wc->out_tail = NULL;
+    wc->out_bytes = wc->out_control_bytes = 0;
+    return bytes;
+}
+
+void ws_conn_shed(ws_conn *wc)
+{
+    uint8_t payload[WS_MAX_CONTROL_SIZE];
+    size_t plen = ws_close_payload(payload, WS_CLOSE_TRY_AGAIN_LATER,
+                                   "server memory limit", 19);
+    ws_out_frame *close = build_frame(WS_OP_CLOSE, WS_FIN, payload, plen);
+    ws_out_frame *dropped = NULL;
+    apr_size_t bytes = 0, close_len = close ? close->len : 0;
+    int shed_now = 0;
+
+    apr_thread_mutex_lock(wc->lock);
+    if (!wc->finished && !wc->shed) {
+        wc->shed = shed_now = 1;
+        bytes = ws_conn_drop_queue_locked(wc, &dropped);
+        /* What the engine holds goes too, before it takes the Close. */
+        __atomic_store_n(&wc->discard_output, 1, __ATOMIC_RELEASE);
+        if (close) {
+            append_locked(wc, close);
+            wc->close_queued = 1;
+            wc->close_code_sent = WS_CLOSE_TRY_AGAIN_LATER;
+            close = NULL;
+        }
+        wc->engine->wake(wc);
+    }
+    apr_thread_mutex_unlock(wc->lock);
+    free(close);
+    ws_out_frames_free(dropped);
+    if (shed_now) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket "
+                     "from %s with 1013: it held the most of this child's "
+                     "WebSocket buffers (WebSocketMemoryLimit)", wc->client_ip);
+        ws_mem_add(wc, (apr_off_t)close_len - (apr_off_t)bytes);
+    }
+}
