@@ -27,7 +27,7 @@ PLUGINS    := echo dumb_increment
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate
+UNIT_TESTS := t/test_frame t/test_deflate t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -76,7 +76,8 @@ asan: deps
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
 APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c)
-PLAIN_C  = $(wildcard t/*.c) $(wildcard bench/*.c)
+# Sans-Apache sources are checked without the Apache include paths.
+PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
 warnings: deps
 	@for cc in gcc clang; do \
 	    for f in $(APACHE_C); do \
@@ -93,14 +94,29 @@ t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c
 
+# The ring's tests need its test hooks (kill a writer mid-copy, publish
+# while a reader copies); t/test_ring_asan is the same under ASan+UBSan.
+RING_SRC      := ws_ring.c ws_ring_history.c
+RING_HDR      := ws_ring.h ws_ring_int.h
+RING_TEST_SRC := t/test_ring.c t/test_ring_procs.c $(RING_SRC)
+RING_TEST_DEP := $(RING_TEST_SRC) t/test_ring.h $(RING_HDR)
+t/test_ring: $(RING_TEST_DEP)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -DWS_RING_TEST_HOOKS -o $@ $(RING_TEST_SRC)
+
+t/test_ring_asan: $(RING_TEST_DEP)
+	$(CC) $(CSTD) $(WARN) -O1 -g -pthread -DWS_RING_TEST_HOOKS -fsanitize=address,undefined \
+	    -fno-omit-frame-pointer -fno-sanitize-recover=undefined -o $@ $(RING_TEST_SRC)
+
 t/fuzz_frame_replay: t/fuzz_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ t/fuzz_frame.c ws_frame.c
 
-unit: deps $(UNIT_TESTS) t/fuzz_frame_replay
+unit: deps $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
 	@echo "== t/fuzz_frame_replay (seeded random inputs under ASan+UBSan)"
 	@./t/fuzz_frame_replay && echo "fuzz replay: no sanitizer report"
+	@echo "== t/test_ring_asan (the ring's tests under ASan+UBSan)"
+	@./t/test_ring_asan
 
 itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
@@ -139,4 +155,5 @@ clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
-	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)
+	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan \
+	       $(BENCH_TOOLS)
