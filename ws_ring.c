@@ -177,7 +177,9 @@ ws_ring_status ws_ring_init(void *mem, size_t mem_size, size_t capacity,
     if (!mem || (uintptr_t)mem % LINE || !need || mem_size < need
         || !max_message_valid(max_message, capacity))
         return WS_RING_EINVAL;
-    memset(mem, 0, header_bytes() + index_bytes(index_slots));
+    /* All of it, data included: the parent faults the pages in once (the
+     * children share them), and nothing from a former use shows. */
+    memset(mem, 0, need);
     if (init_mutex(&h->lock.mutex))
         return WS_RING_EINVAL;
     h->commit.next_seq = 1;
@@ -541,7 +543,7 @@ ws_ring_status ws_ring_reader_init(ws_ring *r, ws_ring_reader *rd)
         return WS_RING_EINVAL;
     if ((st = ws_ring_lock(r)) != WS_RING_OK)
         return st;
-    rd->pos = r->hdr->commit.head;
+    rd->pos = rd->head_seen = r->hdr->commit.head;
     rd->next_seq = r->hdr->commit.next_seq;
     ws_ring_unlock(r);
     return WS_RING_OK;
@@ -578,6 +580,7 @@ static ws_ring_status reader_resync(ws_ring *r, ws_ring_reader *rd,
 
     lost = seq > rd->next_seq ? seq - rd->next_seq : 0;
     rd->pos = target;
+    rd->head_seen = target;          /* read the head afresh */
     rd->next_seq = seq;
     shared_add(&r->hdr->stats.reader_overruns, 1);
     shared_add(&r->hdr->stats.records_lost, lost);
@@ -585,26 +588,47 @@ static ws_ring_status reader_resync(ws_ring *r, ws_ring_reader *rd,
     return why;
 }
 
-/* Reads and checks the header of the record at the reader's cursor. */
+/* Reads the header of the record at the reader's cursor and checks it is
+ * plausible.  It is not yet known to be intact: the caller checks
+ * still_intact() after copying what it uses (once per record).  The head
+ * is read from shared memory only when the reader reaches the head it
+ * saw last, so a reader catching up touches the commit line once per
+ * record, for reserve. */
 static ws_ring_status read_header(ws_ring *r, ws_ring_reader *rd,
                                   rec_header *h, ws_ring_record *rec)
 {
-    uint64_t head = __atomic_load_n(&r->hdr->commit.head, __ATOMIC_ACQUIRE);
+    uint64_t head;
 
-    if (head == rd->pos)
-        return WS_RING_NONE;
+    if (rd->pos == rd->head_seen) {
+        rd->head_seen = __atomic_load_n(&r->hdr->commit.head, __ATOMIC_ACQUIRE);
+        if (rd->head_seen == rd->pos)
+            return WS_RING_NONE;
+    }
+    head = rd->head_seen;
     if (head > rd->pos && head - rd->pos > r->cap)
         return reader_resync(r, rd, WS_RING_OVERRUN, rec);
     if (head < rd->pos || head - rd->pos < sizeof *h || rd->pos % 8)
         return reader_resync(r, rd, WS_RING_CORRUPT, rec);
     data_read(r, rd->pos, h, sizeof *h);
-    if (!still_intact(r, rd->pos))
-        return reader_resync(r, rd, WS_RING_OVERRUN, rec);
+    HOOK(WS_RING_HOOK_READER_HEADER);
     if (h->seq != rd->next_seq || !header_plausible(r, h, rd->pos, head)) {
+        if (!still_intact(r, rd->pos))          /* torn by an overwrite */
+            return reader_resync(r, rd, WS_RING_OVERRUN, rec);
         shared_add(&r->hdr->stats.corrupt, 1);
         return reader_resync(r, rd, WS_RING_CORRUPT, rec);
     }
     return WS_RING_OK;
+}
+
+/* read_header, then the check that the header was intact. */
+static ws_ring_status read_checked_header(ws_ring *r, ws_ring_reader *rd,
+                                          rec_header *h, ws_ring_record *rec)
+{
+    ws_ring_status st = read_header(r, rd, h, rec);
+
+    if (st == WS_RING_OK && !still_intact(r, rd->pos))
+        return reader_resync(r, rd, WS_RING_OVERRUN, rec);
+    return st;
 }
 
 void ws_ring_fill_fields(ws_ring_record *rec, const rec_header *h)
@@ -632,7 +656,7 @@ ws_ring_status ws_ring_peek(ws_ring *r, ws_ring_reader *rd, ws_ring_record *rec)
 
     if (!r || !rd || !rec)
         return WS_RING_EINVAL;
-    st = read_header(r, rd, &h, rec);
+    st = read_checked_header(r, rd, &h, rec);
     if (st == WS_RING_OK) {
         ws_ring_fill_fields(rec, &h);
         rec->payload = NULL;
@@ -651,7 +675,7 @@ ws_ring_status ws_ring_skip(ws_ring *r, ws_ring_reader *rd, ws_ring_record *rec)
         return WS_RING_EINVAL;
     if (!rec)
         rec = &scratch;
-    st = read_header(r, rd, &h, rec);
+    st = read_checked_header(r, rd, &h, rec);
     if (st == WS_RING_OK) {
         ws_ring_fill_fields(rec, &h);
         rec->payload = NULL;
@@ -672,9 +696,11 @@ ws_ring_status ws_ring_next(ws_ring *r, ws_ring_reader *rd, ws_ring_record *rec,
     st = read_header(r, rd, &h, rec);
     if (st != WS_RING_OK)
         return st;
-    ws_ring_fill_fields(rec, &h);
-    rec->payload = buf;
     if (h.payload_len > buf_size) {
+        if (!still_intact(r, rd->pos))
+            return reader_resync(r, rd, WS_RING_OVERRUN, rec);
+        ws_ring_fill_fields(rec, &h);
+        rec->payload = NULL;
         rec->topic[0] = '\0';
         return WS_RING_TOO_BIG;
     }
@@ -682,8 +708,10 @@ ws_ring_status ws_ring_next(ws_ring *r, ws_ring_reader *rd, ws_ring_record *rec,
     rec->topic[h.topic_len] = '\0';
     data_read(r, rd->pos + sizeof h + h.topic_len, buf, h.payload_len);
     HOOK(WS_RING_HOOK_READER_COPIED);
-    if (!still_intact(r, rd->pos))
+    if (!still_intact(r, rd->pos))               /* header, topic, payload */
         return reader_resync(r, rd, WS_RING_OVERRUN, rec);
+    ws_ring_fill_fields(rec, &h);
+    rec->payload = buf;
     consume(rd, &h);
     return WS_RING_OK;
 }
@@ -744,7 +772,18 @@ ws_ring_status ws_ring_wait(ws_ring *r, const ws_ring_reader *rd, int timeout_ms
         syscall(SYS_futex, &c->word, FUTEX_WAIT_BITSET, word,
                 timeout_ms >= 0 ? &deadline : NULL, NULL, FUTEX_BITSET_MATCH_ANY);
         __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+        /* The word moved but the head did not: ws_ring_wake_all. */
+        if (!head_moved(r, rd) && __atomic_load_n(&c->word, __ATOMIC_SEQ_CST) != word)
+            return WS_RING_NONE;
     }
+}
+
+void ws_ring_wake_all(ws_ring *r)
+{
+    if (!r)
+        return;
+    __atomic_add_fetch(&r->hdr->commit.word, 1, __ATOMIC_SEQ_CST);
+    wake_readers(r);
 }
 
 /* --------------------------------------------------------------- stats */

@@ -37,13 +37,12 @@
  *
  *   The reader thread (one per child, started in child_init):
  *       ws_ring_reader rd;
+ *       ws_ring_record rec;                      // ~1.1 KB: topic inline
  *       ws_ring_reader_init(ring, &rd);          // starts at the head
- *       for (;;) {
- *           ws_ring_record rec;
+ *       while (!stopping) {
  *           st = ws_ring_peek(ring, &rd, &rec);
  *           if (st == WS_RING_NONE) {            // caught up
- *               ws_ring_wait(ring, &rd, 1000);   // futex, 1 s tick
- *               if (stopping) break;
+ *               ws_ring_wait(ring, &rd, 1000);   // futex sleep, 1 s tick
  *               continue;
  *           }
  *           if (st == WS_RING_OVERRUN || st == WS_RING_CORRUPT) {
@@ -60,8 +59,11 @@
  *               only a filter), then queue rec.payload to them;
  *           (other statuses as above)
  *       }
- *     A reader is a plain struct owned by one thread; several readers in
- *     one process are fine (each keeps its own cursor).
+ *     To stop it (child_stopping): stopping = 1; ws_ring_wake_all(ring);
+ *     join.  A reader is a plain struct owned by one thread; several
+ *     readers in one process are fine (each keeps its own cursor).  The
+ *     handle itself is shared by all threads of the process: publish,
+ *     history and stats are thread-safe.
  *
  *   A subscriber resuming after the id it saw last (any thread):
  *       register it for live delivery first, then
@@ -101,10 +103,11 @@
  *   Memory.  Fixed: nothing grows.  A slow reader is overrun, it never
  *   blocks a publisher.
  *
- *   Wake-ups.  A publish makes one FUTEX_WAKE (all waiters) when at least
- *   one reader is sleeping in ws_ring_wait, and no syscall otherwise.  A
- *   reader killed while sleeping leaves the waiter count one too high,
- *   which only costs publishers a needless wake-up each.
+ *   Wake-ups.  A publish makes one FUTEX_WAKE (all waiters, whatever
+ *   their number) when at least one reader is sleeping in ws_ring_wait,
+ *   and no syscall otherwise.  A reader killed while sleeping leaves the
+ *   waiter count one too high, which only costs publishers a needless
+ *   FUTEX_WAKE each (a syscall with nobody to wake).
  *
  *   History.  Each record links to the previous record of its topic, found
  *   through a fixed index (4-way sets, topic hash -> newest record).  A
@@ -178,8 +181,11 @@ size_t ws_ring_size_needed(size_t capacity, size_t index_slots);
 
 /*
  * Lays a new, empty ring over mem (mem_size bytes, 64-byte aligned, as
- * mmap gives): seq restarts at 1 and a new epoch is drawn.  Call it once,
- * before any process attaches; calling it on a live ring destroys it.
+ * mmap gives): seq restarts at 1 and a new epoch is drawn.  It zeroes
+ * all the bytes it uses, so the pages are faulted in once, in the caller
+ * (children share them), and nothing of a former use shows.  Call it
+ * once, before any process attaches; calling it on a live ring destroys
+ * it.
  *   capacity     data bytes: a multiple of 8, at least WS_RING_MIN_CAPACITY
  *   max_message  largest payload: 1 .. min(capacity / 8, WS_RING_MAX_MESSAGE)
  *   index_slots  topics the history index remembers: a multiple of 4, >= 4
@@ -230,10 +236,12 @@ ws_ring_status ws_ring_publish(ws_ring *ring, const ws_ring_msg *msg,
 
 /* ------------------------------------------------------------- readers */
 
-/* A reader's cursor.  Owned by one thread; the fields are for logging. */
+/* A reader's cursor, set up by ws_ring_reader_init.  Owned by one
+ * thread; the fields are for logging. */
 typedef struct ws_ring_reader {
     uint64_t pos;        /* logical offset of the next record */
     uint64_t next_seq;   /* the seq that record must carry */
+    uint64_t head_seen;  /* the head as last read: what is committed */
 } ws_ring_reader;
 
 typedef struct ws_ring_record {
@@ -285,11 +293,18 @@ ws_ring_status ws_ring_next(ws_ring *ring, ws_ring_reader *rd,
 /*
  * Sleeps until the head moves past rd, or timeout_ms passes (< 0: no
  * limit).  WS_RING_OK: something to read (at once if there already was);
- * WS_RING_TIMEOUT.  Signals and spurious wake-ups do not end the wait
- * early.  No busy waiting: the thread sleeps in FUTEX_WAIT.
+ * WS_RING_TIMEOUT; WS_RING_NONE: woken by ws_ring_wake_all with nothing
+ * new.  Signals and spurious wake-ups do not end the wait early.  No busy
+ * waiting: the thread sleeps in FUTEX_WAIT from the first check on.
  */
 ws_ring_status ws_ring_wait(ws_ring *ring, const ws_ring_reader *rd,
                             int timeout_ms);
+
+/* Wakes every reader sleeping in ws_ring_wait, in every process (they
+ * share one futex word).  For a child that stops: set the reader thread's
+ * stop flag, call this, join the thread; the other children's readers
+ * wake once and sleep again. */
+void ws_ring_wake_all(ws_ring *ring);
 
 /* ------------------------------------------------------------- history */
 
@@ -358,6 +373,7 @@ void ws_ring_stats_get(ws_ring *ring, ws_ring_stats *out);
 enum ws_ring_hook_point {
     WS_RING_HOOK_WRITER_MID_COPY,      /* record half copied, lock held */
     WS_RING_HOOK_WRITER_COMMITTED,     /* head moved, index not updated */
+    WS_RING_HOOK_READER_HEADER,        /* reader read a header, unchecked */
     WS_RING_HOOK_READER_COPIED,        /* reader copied, not yet checked */
     WS_RING_HOOK_HISTORY_COPIED        /* history copied a record */
 };

@@ -416,12 +416,13 @@ static void test_overrun_count(void)
  * report an overrun, never the torn copy. */
 static test_ring *hook_ring;
 static int hook_publishes, hook_skip;
+static enum ws_ring_hook_point hook_at;
 
 static void publish_in_hook(enum ws_ring_hook_point where)
 {
     int i;
 
-    if (where != WS_RING_HOOK_READER_COPIED && where != WS_RING_HOOK_HISTORY_COPIED)
+    if (where != hook_at)
         return;
     if (hook_skip-- > 0)
         return;
@@ -444,6 +445,7 @@ static void test_overrun_during_copy(void)
     hook_ring = &t;
     hook_publishes = 20;                  /* 20 x 264 bytes: a full turn */
     hook_skip = 0;
+    hook_at = WS_RING_HOOK_READER_COPIED;
     ws_ring_test_hook = publish_in_hook;
     CHECK_INT(read_one(r, &rd, &rec), WS_RING_OVERRUN);
     CHECK(ws_ring_test_hook == NULL);     /* the hook did run */
@@ -455,6 +457,22 @@ static void test_overrun_during_copy(void)
     }
     CHECK_INT(seen + lost, 25);
     CHECK_INT(rd.next_seq, 26);
+
+    /* The same between reading a header and checking it: peek, skip and
+     * a too-small buffer must not report the fields of a record gone. */
+    for (i = 0; i < 3; i++) {
+        unsigned char small[8];
+
+        pub(r, "slow", 300, 50 + i, NULL);
+        hook_at = WS_RING_HOOK_READER_HEADER;
+        ws_ring_test_hook = publish_in_hook;
+        CHECK_INT(i == 0 ? ws_ring_peek(r, &rd, &rec)
+                  : i == 1 ? ws_ring_skip(r, &rd, &rec)
+                  : ws_ring_next(r, &rd, &rec, small, sizeof small), WS_RING_OVERRUN);
+        CHECK(ws_ring_test_hook == NULL);
+        while (read_one(r, &rd, &rec) == WS_RING_OK)
+            ;
+    }
     ring_free(&t);
 }
 
@@ -487,18 +505,28 @@ static ws_ring_status history(ws_ring *r, const char *topic, uint64_t after,
     return ws_ring_history(r, topic, strlen(topic), after, max, collect, c, res);
 }
 
+/* n records of topic (tags from tag on), each followed by one of another
+ * topic; seqs[] gets the seqs of topic's. */
+static void pub_interleaved(ws_ring *r, const char *topic, size_t len, uint64_t tag,
+                            uint64_t *seqs, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        pub(r, topic, len, tag + i, &seqs[i]);
+        pub(r, i % 2 ? "other" : "third", len, tag + n + i, NULL);
+    }
+}
+
 static void test_history_complete(void)
 {
     test_ring t;
     ws_ring *r = ring_new(&t, 8192, 512, 16);
     ws_ring_history_result res;
     collected c;
-    uint64_t seqs[10], i, seq;
+    uint64_t seqs[10], i;
 
-    for (i = 0; i < 10; i++) {
-        pub(r, "room", 20, 100 + i, &seqs[i]);
-        pub(r, i % 2 ? "other" : "third", 30, 200 + i, &seq);
-    }
+    pub_interleaved(r, "room", 20, 100, seqs, 10);
     CHECK_INT(history(r, "room", 0, 100, &c, &res), WS_RING_OK);
     CHECK_INT(c.n, 10);
     CHECK_INT(res.count, 10);
@@ -548,13 +576,9 @@ static void test_history_gaps(void)
     ws_ring *r = ring_new(&t, 4096, 512, 16);
     ws_ring_history_result res;
     collected c;
-    uint64_t seqs[40], i, seq;
+    uint64_t seqs[40], i;
 
-    /* 40 records of 'hot' among others: only the newest fit. */
-    for (i = 0; i < 40; i++) {
-        pub(r, "hot", 60, 300 + i, &seqs[i]);
-        pub(r, "noise", 60, 400 + i, &seq);
-    }
+    pub_interleaved(r, "hot", 60, 300, seqs, 40);   /* only the newest fit */
     CHECK_INT(history(r, "hot", 0, 100, &c, &res), WS_RING_OK);
     CHECK(!res.complete);                       /* the oldest were overwritten */
     CHECK(c.n > 5 && c.n < 40);
@@ -680,6 +704,7 @@ static void test_history_overwritten(void)
     hook_ring = &t;
     hook_publishes = 20;
     hook_skip = 0;
+    hook_at = WS_RING_HOOK_HISTORY_COPIED;
     ws_ring_test_hook = publish_in_hook;
     CHECK_INT(history(r, "h", 0, 100, &c, &res), WS_RING_OK);
     CHECK(ws_ring_test_hook == NULL);

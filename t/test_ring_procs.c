@@ -341,8 +341,9 @@ static int one_waiter(void *arg)
 }
 
 /* A reader in another process sleeps in ws_ring_wait; it stays asleep
- * while nothing is published, and wakes soon after a publish. */
-static void test_wait_wakes_other_process(void)
+ * while nothing is published, and wakes soon after a publish (or after
+ * ws_ring_wake_all, with nothing to read). */
+static void wait_in_other_process(int by_wake_all)
 {
     test_ring t;
     ws_ring *r = ring_new(&t, 8192, 1024, 16);
@@ -370,10 +371,13 @@ static void test_wait_wakes_other_process(void)
     usleep(50000);                       /* a window in which it must not return */
     CHECK_INT(rep->returned, 0);
     published_ns = now_ns();
-    CHECK_INT(pub(r, "wake", 16, 1, NULL), WS_RING_OK);
+    if (by_wake_all)
+        ws_ring_wake_all(r);
+    else
+        CHECK_INT(pub(r, "wake", 16, 1, NULL), WS_RING_OK);
     CHECK_INT(reap(pid), 0);
-    CHECK_INT(rep->status, WS_RING_OK);
-    CHECK_INT(rep->seq, 1);
+    CHECK_INT(rep->status, by_wake_all ? WS_RING_NONE : WS_RING_OK);
+    CHECK_INT(rep->seq, by_wake_all ? 0 : 1);
     CHECK(rep->woke_ns - published_ns < 500000000u);
     CHECK(rep->cpu_ns < 30000000u);      /* it slept through the window */
     CHECK_INT(stats_of(r).wakeups, 1);
@@ -497,8 +501,8 @@ static void stress_reader(test_ring *t, const stress_cfg *cfg, stress_shared *sh
         ws_ring_status st;
         int copied = rnd() % 8 != 0;
 
-        if (cfg->slow_readers && rnd() % 64 == 0)
-            usleep((useconds_t)(rnd() % 500));
+        if (cfg->slow_readers && rnd() % 512 == 0)
+            usleep((useconds_t)(rnd() % 300));
         st = copied ? ws_ring_next(r, &rd, &rec, buf, cfg->max_msg)
                     : ws_ring_skip(r, &rd, &rec);
         if (st == WS_RING_NONE) {
@@ -593,6 +597,7 @@ void run_process_tests(void)
     test_writer_dies_over_old_records();
     test_writer_killed_at_random();
     test_wait_timeout();
-    test_wait_wakes_other_process();
+    wait_in_other_process(0);
+    wait_in_other_process(1);
     test_stress();
 }
