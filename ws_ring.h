@@ -77,13 +77,14 @@
  *   in the order of the lock; seq lives in the shared header, so it never
  *   goes back while the memory lives (graceful restarts included).  A
  *   reader sees records in seq order; it sees each record once, or is
- *   told exactly how many it lost.  ws_ring_stats().epoch changes only
- *   when the memory is initialized again: ids given to clients should
+ *   told exactly how many it lost.  The epoch (ws_ring_stats_get) changes
+ *   only when the memory is initialized again: ids given to clients should
  *   carry it, since a fresh ring counts from 1 again.
  *
  *   Commit last.  A publisher copies its record, then moves the head, and
  *   only then updates the topic index, under one process-shared robust
- *   mutex.  A publisher that dies at any point leaves either nothing
+ *   pthread mutex that lives in the header (the ring needs no APR mutex
+ *   and no Mutex directive applies to it).  A publisher that dies at any point leaves either nothing
  *   visible or a whole record: the next process to take the lock
  *   (EOWNERDEAD) finishes or discards the dead one's work from a small
  *   journal in the header.  Records are never half visible.
@@ -186,9 +187,10 @@ size_t ws_ring_size_needed(size_t capacity, size_t index_slots);
  * (children share them), and nothing of a former use shows.  Call it
  * once, before any process attaches; calling it on a live ring destroys
  * it.
- *   capacity     data bytes: a multiple of 8, at least WS_RING_MIN_CAPACITY
+ *   capacity     data bytes: a multiple of 8, WS_RING_MIN_CAPACITY .. 2^40
  *   max_message  largest payload: 1 .. min(capacity / 8, WS_RING_MAX_MESSAGE)
- *   index_slots  topics the history index remembers: a multiple of 4, >= 4
+ *   index_slots  topics the history index remembers: a multiple of 4,
+ *                4 .. 2^24 (32 bytes each)
  * Returns WS_RING_OK or WS_RING_EINVAL (figures out of range, mem_size
  * short of ws_ring_size_needed, or the mutex could not be made).
  */
