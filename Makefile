@@ -40,7 +40,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 # Apache modules the tests load beside ours (t/modules/mod_*.c).
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate t/test_dispatch t/test_timer
+UNIT_TESTS := t/test_frame t/test_deflate t/test_dispatch t/test_timer t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -101,7 +101,8 @@ APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --
              $(shell apu-1-config --includes)
 APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c) \
            $(wildcard t/modules/*.c)
-PLAIN_C  = $(wildcard t/*.c) $(wildcard bench/*.c)
+# Sans-Apache sources are checked without the Apache include paths too.
+PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
 warnings: deps
 	@for cc in gcc clang; do \
 	    for f in $(APACHE_C); do \
@@ -124,14 +125,29 @@ t/test_dispatch: t/test_dispatch.c ws_dispatch.c ws_dispatch.h
 t/test_timer: t/test_timer.c ws_timer.c ws_timer.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_timer.c ws_timer.c
 
+# The ring's tests need its test hooks (kill a writer mid-copy, publish
+# while a reader copies); t/test_ring_asan is the same under ASan+UBSan.
+RING_SRC      := ws_ring.c ws_ring_history.c
+RING_HDR      := ws_ring.h ws_ring_int.h
+RING_TEST_SRC := t/test_ring.c t/test_ring_procs.c $(RING_SRC)
+RING_TEST_DEP := $(RING_TEST_SRC) t/test_ring.h $(RING_HDR)
+t/test_ring: $(RING_TEST_DEP)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -DWS_RING_TEST_HOOKS -o $@ $(RING_TEST_SRC)
+
+t/test_ring_asan: $(RING_TEST_DEP)
+	$(CC) $(CSTD) $(WARN) -O1 -g -pthread -DWS_RING_TEST_HOOKS -fsanitize=address,undefined \
+	    -fno-omit-frame-pointer -fno-sanitize-recover=undefined -o $@ $(RING_TEST_SRC)
+
 t/fuzz_frame_replay: t/fuzz_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ t/fuzz_frame.c ws_frame.c
 
-unit: deps $(UNIT_TESTS) t/fuzz_frame_replay
+unit: deps $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
 	@echo "== t/fuzz_frame_replay (seeded random inputs under ASan+UBSan)"
 	@./t/fuzz_frame_replay && echo "fuzz replay: no sanitizer report"
+	@echo "== t/test_ring_asan (the ring's tests under ASan+UBSan)"
+	@./t/test_ring_asan
 
 itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
@@ -196,4 +212,5 @@ clean:
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
 	       t/plugins/*.o t/modules/.libs t/modules/*.la t/modules/*.lo \
-	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)
+	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan \
+	       $(BENCH_TOOLS)
