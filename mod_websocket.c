@@ -32,6 +32,8 @@
 #include "ws_async.h"
 #include "ws_conn.h"
 #include "ws_mem.h"
+#include "ws_shm.h"
+#include "ws_topic.h"
 #include "ws_version.h"
 
 module AP_MODULE_DECLARE_DATA websocket_module;
@@ -46,6 +48,9 @@ static int event_threads = 1;
 static int dispatch_threads = 16;
 /* WebSocketMemoryLimit: all WebSocket buffers of a child (0: no limit). */
 static apr_off_t memory_limit = WS_DEFAULT_MEMORY_LIMIT;
+/* WebSocketTopicBuffer: the topics' ring shared by all children (0: no
+ * topics). */
+static apr_off_t topic_buffer = 16 * 1024 * 1024;
 
 /* ---- configuration ---- */
 
@@ -68,6 +73,12 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->server_window_bits = -1;
     conf->client_window_bits = -1;
     conf->compression_min_size = -1;
+    conf->ping_interval = -1;
+    conf->ping_timeout = -1;
+    conf->max_lifetime = -1;
+    conf->fragment_size = -1;
+    conf->topic_history = -1;
+    conf->topic_overflow = -1;
     return conf;
 }
 
@@ -95,6 +106,16 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_SET(server_window_bits);
     MERGE_SET(client_window_bits);
     MERGE_SET(compression_min_size);
+    MERGE_SET(ping_interval);
+    MERGE_SET(ping_timeout);
+    MERGE_SET(max_lifetime);
+    MERGE_SET(fragment_size);
+    MERGE_SET(topic_history);
+    MERGE_SET(topic_overflow);
+    /* Inner parameters first: apr_table_get finds them before the outer. */
+    conf->params = add->params && base->params
+                   ? apr_table_overlay(p, add->params, base->params)
+                   : add->params ? add->params : base->params;
 #undef MERGE_SET
 #undef MERGE_PTR
     return conf;
@@ -158,6 +179,7 @@ static const char *set_handler(cmd_parms *cmd, void *dconf, const char *path,
 
     ref->path = ap_server_root_relative(cmd->pool, path);
     ref->symbol = apr_pstrdup(cmd->pool, symbol);
+    ref->section = cmd->path ? apr_pstrdup(cmd->pool, cmd->path) : NULL;
     if (!ref->path) {
         return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'",
                             path);
@@ -449,6 +471,95 @@ static const char *set_compression_min_size(cmd_parms *cmd, void *dconf,
  * reference and the README's entries; each names its setter above. */
 #define WS_DIRECTIVE(args, name, setter, data, where, help) \
     AP_INIT_##args(name, setter, data, where, help),
+static const char *set_topic_buffer(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+
+    (void)dconf;
+    if (err) {
+        return err;
+    }
+    if (!strcasecmp(arg, "Off")) {
+        topic_buffer = 0;
+        return NULL;
+    }
+    err = parse_size(cmd->pool, cmd->cmd->name, arg, 64 * 1024, &topic_buffer);
+    if (!err && topic_buffer > ((apr_off_t)1 << 40)) {
+        return "WebSocketTopicBuffer: at most 1T";
+    }
+    return err;
+}
+
+/* Durations that may be Off (0). */
+static const char *set_duration_or_off(cmd_parms *cmd, void *dconf,
+                                       const char *arg)
+{
+    apr_interval_time_t *field =
+        (apr_interval_time_t *)((char *)dconf + (apr_size_t)cmd->info);
+
+    if (!strcasecmp(arg, "Off")) {
+        *field = 0;
+        return NULL;
+    }
+    return parse_duration(cmd, arg, field);
+}
+
+static const char *set_ping_timeout(cmd_parms *cmd, void *dconf,
+                                    const char *arg)
+{
+    return parse_duration(cmd, arg, &((ws_dir_conf *)dconf)->ping_timeout);
+}
+
+static const char *set_fragment_size(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!strcasecmp(arg, "Off")) {
+        conf->fragment_size = 0;
+        return NULL;
+    }
+    return parse_size(cmd->pool, cmd->cmd->name, arg, 16, &conf->fragment_size);
+}
+
+static const char *set_param(cmd_parms *cmd, void *dconf, const char *name,
+                             const char *value)
+{
+    ws_dir_conf *conf = dconf;
+
+    if (!conf->params) {
+        conf->params = apr_table_make(cmd->pool, 4);
+    }
+    apr_table_set(conf->params, name, value);
+    return NULL;
+}
+
+static const char *set_topic_history(cmd_parms *cmd, void *dconf,
+                                     const char *arg)
+{
+    return set_int_in_range(cmd, arg, 0, 100000,
+                            &((ws_dir_conf *)dconf)->topic_history);
+}
+
+static const char *set_topic_overflow(cmd_parms *cmd, void *dconf,
+                                      const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+
+    (void)cmd;
+    if (!strcasecmp(arg, "Close")) {
+        conf->topic_overflow = WS_OVERFLOW_CLOSE;
+    }
+    else if (!strcasecmp(arg, "Drop")) {
+        conf->topic_overflow = WS_OVERFLOW_DROP;
+    }
+    else {
+        return "WebSocketTopicOverflow must be Close or Drop";
+    }
+    return NULL;
+}
+
 static const command_rec ws_directives[] = {
 #include "ws_directives.h"
     { NULL, { NULL }, NULL, 0, 0, NULL }
@@ -841,14 +952,25 @@ static int log_version(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_websocket %s "
                      "(plugin API version %d, server API version %d) "
-                     "configured", WS_VERSION, WEBSOCKET_PLUGIN_VERSION_0,
-                     WEBSOCKET_SERVER_VERSION_1);
+                     "configured", WS_VERSION, WEBSOCKET_PLUGIN_VERSION_2,
+                     WEBSOCKET_SERVER_VERSION_2);
     }
+    return OK;
+}
+
+static int shared_memory(apr_pool_t *pconf, apr_pool_t *plog,
+                         apr_pool_t *ptemp, server_rec *s)
+{
+    (void)plog, (void)ptemp;
+    /* Failing leaves topics off and says so; the server still starts. */
+    ws_shm_post_config(pconf, s, topic_buffer);
     return OK;
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
+    ws_shm_child_init(pchild, s);
+    ws_topic_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
@@ -864,6 +986,7 @@ static void register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_post_config(shared_memory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(ws_async_suspended, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);

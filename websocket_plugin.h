@@ -164,10 +164,26 @@ typedef void (CALLBACK *WS_Pause_Input)(const struct _WebSocketServer *server,
 /* Topics: exact strings of 1 to 1024 bytes.  A subscribed connection gets
  * every message published to the topic afterwards, from any child
  * process of the server (and from every node with WebSocketRedis), in
- * publish order; one whose queue is full is closed with 1013 (or loses
- * the message, WebSocketTopicOverflow Drop), never silently. */
+ * publish order, straight to the client (the plugin is not called); one
+ * whose queue is full is closed with 1013 (or, with WebSocketTopicOverflow
+ * Drop, misses the message and the next one it gets says so), never
+ * silently.
+ *
+ * Flags of subscribe: */
+#define WEBSOCKET_SUBSCRIBE_IDS  1   /* each message comes with its id:
+                                        "id: <id>\n", "gap: <n>\n" when
+                                        messages were missed before it,
+                                        a blank line, then the message */
+/* resume_after: with WEBSOCKET_SUBSCRIBE_IDS, the id of the last message
+ * the client saw (or NULL): the messages published since that the topic's
+ * history still holds (WebSocketTopicHistory) come first, then the live
+ * ones, none twice; a "gap" line says when the history could not cover
+ * them all. */
 typedef int (CALLBACK *WS_Subscribe)(const struct _WebSocketServer *server,
-                                    const char *topic);
+                                    const char *topic, int flags,
+                                    const char *resume_after);
+typedef int (CALLBACK *WS_Unsubscribe)(const struct _WebSocketServer *server,
+                                      const char *topic);
 /* Flags of publish: do not deliver the message to this connection. */
 #define WEBSOCKET_PUBLISH_EXCLUDE_SELF  1
 /* Publishes a whole message to a topic.  Returns, when the message was
@@ -210,7 +226,7 @@ typedef struct _WebSocketServer {
     WS_Set_User_Data set_user_data;
     WS_Pause_Input pause_input;
     WS_Subscribe subscribe;
-    WS_Subscribe unsubscribe;
+    WS_Unsubscribe unsubscribe;
     WS_Publish publish;
     /* Fields of later versions go here, never above. */
 } WebSocketServer;

@@ -304,11 +304,13 @@ static void CALLBACK server_pause_input(const WebSocketServer *server,
 }
 
 static int CALLBACK server_subscribe(const WebSocketServer *server,
-                                     const char *topic)
+                                     const char *topic, int flags,
+                                     const char *resume_after)
 {
     ws_conn *wc = conn_of(server);
 
-    return wc && topic ? ws_topic_subscribe(wc, topic, strlen(topic))
+    return wc && topic ? ws_topic_subscribe(wc, topic, strlen(topic), flags,
+                                            resume_after)
                        : WEBSOCKET_EINVAL;
 }
 

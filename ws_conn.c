@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_log.h"
@@ -79,6 +80,15 @@ static void copy_request_facts(ws_conn *wc, request_rec *r, apr_pool_t *p)
     wc->path_info = rest_of_path(r, wc->conf->handler, p);
 }
 
+/* Unique in the server: the process's pid, then a counter. */
+static apr_uint64_t next_conn_id(void)
+{
+    static apr_uint32_t serial;
+
+    return ((apr_uint64_t)getpid() << 32)
+           | __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED);
+}
+
 ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
                         apr_array_header_t *protocols,
                         const ws_deflate_params *deflate,
@@ -95,6 +105,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->r = r;
     wc->c = r->connection;
     wc->s = r->server;
+    wc->id = next_conn_id();
     wc->conf = conf;
     wc->plugin = conf->handler->plugin;
     wc->protocols = protocols;

@@ -113,6 +113,8 @@ struct _WebSocketState {
     const char *path_info;
     const char *extensions;
     void *user_data;                 /* atomic: set_user_data's */
+    apr_uint64_t id;                 /* unique in the server: a publish
+                                        that excludes its sender names it */
     apr_time_t opened;               /* when the 101 went out */
 
     const ws_engine *engine;
@@ -246,8 +248,13 @@ size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
 int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
                        size_t len, int final);
 /* Queues a frame shared with other connections (a topic's message); it
- * takes a reference. */
+ * takes a reference.  A full queue gives WEBSOCKET_EFULL and nothing
+ * more: the caller applies its own policy. */
 int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf);
+/* The same for a message of its own (a topic's message for one
+ * subscriber): queued whole if it fits, else WEBSOCKET_EFULL. */
+int ws_conn_offer_message(ws_conn *wc, int opcode, const uint8_t *data,
+                          size_t len);
 ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
                                         const uint8_t *payload, size_t len);
 void ws_shared_frame_release(ws_shared_frame *sf);

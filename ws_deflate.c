@@ -638,6 +638,11 @@ void ws_deflate_destroy(ws_deflate_ctx *ctx)
     free(ctx);
 }
 
+const ws_deflate_params *ws_deflate_params_of(const ws_deflate_ctx *ctx)
+{
+    return &ctx->params;
+}
+
 size_t ws_deflate_memory(const ws_deflate_ctx *ctx)
 {
     return ctx->out.meter.now + ctx->in.meter.now;

@@ -144,6 +144,9 @@ void ws_deflate_destroy(ws_deflate_ctx *ctx);
 size_t ws_deflate_memory(const ws_deflate_ctx *ctx);
 size_t ws_deflate_memory_peak(const ws_deflate_ctx *ctx);
 
+/* The parameters the context was made with. */
+const ws_deflate_params *ws_deflate_params_of(const ws_deflate_ctx *ctx);
+
 /* The close code a caller sends for a failed status (1009, 1007, 1011). */
 uint16_t ws_deflate_close_code(ws_deflate_status st);
 const char *ws_deflate_status_name(ws_deflate_status st);

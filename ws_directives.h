@@ -29,8 +29,39 @@ WS_DIRECTIVE(TAKE1, "WebSocketCloseTimeout", set_close_timeout, NULL,
              "(default 5)")
 WS_DIRECTIVE(TAKE1, "WebSocketIdleTimeout", set_idle_timeout, NULL,
              RSRC_CONF | ACCESS_CONF,
-             "Closes WebSockets that received nothing for this long with "
-             "1001 (default Off)")
+             "Closes WebSockets that carried no message either way for this "
+             "long (default Off)")
+WS_DIRECTIVE(TAKE1, "WebSocketPingInterval", set_duration_or_off, WS_CONF_OFFSET(ping_interval),
+             RSRC_CONF | ACCESS_CONF,
+             "The server sends a Ping when it heard nothing from the client "
+             "for this long (default Off)")
+WS_DIRECTIVE(TAKE1, "WebSocketPingTimeout", set_ping_timeout, NULL,
+             RSRC_CONF | ACCESS_CONF,
+             "How long the server waits for the Pong to its keepalive Ping "
+             "(default 10)")
+WS_DIRECTIVE(TAKE1, "WebSocketMaxLifetime", set_duration_or_off, WS_CONF_OFFSET(max_lifetime),
+             RSRC_CONF | ACCESS_CONF,
+             "Closes a WebSocket with 1001 once it has been open this long "
+             "(default Off)")
+WS_DIRECTIVE(TAKE1, "WebSocketFragmentSize", set_fragment_size, NULL,
+             RSRC_CONF | ACCESS_CONF,
+             "Messages the server sends are cut into frames of at most this "
+             "much payload (default Off)")
+WS_DIRECTIVE(TAKE2, "WebSocketParam", set_param, NULL,
+             RSRC_CONF | ACCESS_CONF,
+             "A parameter the location's plugin reads by name")
+WS_DIRECTIVE(TAKE1, "WebSocketTopicBuffer", set_topic_buffer, NULL,
+             RSRC_CONF,
+             "The shared memory through which a message published to a topic "
+             "reaches the subscribers in every child process (default 16M)")
+WS_DIRECTIVE(TAKE1, "WebSocketTopicHistory", set_topic_history, NULL,
+             RSRC_CONF | ACCESS_CONF,
+             "How many past messages of a topic a subscriber that resumes "
+             "may be given (default 0)")
+WS_DIRECTIVE(TAKE1, "WebSocketTopicOverflow", set_topic_overflow, NULL,
+             RSRC_CONF | ACCESS_CONF,
+             "What happens to a subscriber too slow for its topic (default "
+             "Close)")
 WS_DIRECTIVE(TAKE1, "WebSocketEventThreads", set_event_threads, NULL,
              RSRC_CONF,
              "Event-loop threads per child process on the event MPM (0: "

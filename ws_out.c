@@ -167,6 +167,7 @@ static int fits_locked(ws_conn *wc, int control, apr_size_t total,
 
 #define QUEUE_PIECE  1       /* a piece of send_fragment's message */
 #define QUEUE_OPENS  2       /* ... that leaves the message open */
+#define QUEUE_OFFER  4       /* full: just say so (a topic's policy) */
 
 /* Queues the frames of one message (or one Ping/Pong) whose payload is
  * payload of total bytes; on refusal frees them.  WEBSOCKET_OK when
@@ -183,7 +184,7 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
         }
         else if (!fits_locked(wc, control, total, total - payload)) {
             rc = WEBSOCKET_EFULL;
-            if (!wc->send_overflow) {
+            if (!wc->send_overflow && !(how & QUEUE_OFFER)) {
                 wc->send_overflow = overflow_now = 1;
             }
         }
@@ -245,7 +246,7 @@ int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf)
     f->shared = sf;
     f->len = sf->len;
     f->is_close = f->is_control = 0;
-    return queue_frames(wc, f, f->len, sf->payload_len, 0);
+    return queue_frames(wc, f, f->len, sf->payload_len, QUEUE_OFFER);
 }
 
 /* ---- what plugins send ---- */
@@ -318,7 +319,7 @@ static void trim_deflated(ws_conn *wc)
 /* Compression and queueing happen under one lock: with context takeover
  * the peer must inflate messages in the order they were compressed. */
 static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
-                           size_t len)
+                           size_t len, int how)
 {
     ws_deflate_status st;
     ws_out_frame *frames = NULL;
@@ -335,7 +336,7 @@ static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
         if (st == WS_DEFLATE_OK) {
             frames = frame_pieces(opcode, WS_RSV1, 1, wc->deflated.data,
                                   wc->deflated.len, wc->frag_size, &total);
-            rc = frames ? queue_frames(wc, frames, total, wc->deflated.len, 0)
+            rc = frames ? queue_frames(wc, frames, total, wc->deflated.len, how)
                         : WEBSOCKET_ENOMEM;
         }
         else {
@@ -347,8 +348,8 @@ static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
     return rc;
 }
 
-int ws_conn_send_message(ws_conn *wc, int opcode, const uint8_t *data,
-                         size_t len)
+static int send_message(ws_conn *wc, int opcode, const uint8_t *data,
+                        size_t len, int how)
 {
     ws_out_frame *frames;
     apr_size_t total;
@@ -364,11 +365,24 @@ int ws_conn_send_message(ws_conn *wc, int opcode, const uint8_t *data,
     }
     if (wc->deflate && !is_control(opcode)
         && ws_deflate_should_compress(wc->deflate, len)) {
-        return send_compressed(wc, opcode, data, len);
+        return send_compressed(wc, opcode, data, len, how);
     }
     frames = frame_pieces(opcode, 0, 1, data, len,
                           is_control(opcode) ? 0 : wc->frag_size, &total);
-    return frames ? queue_frames(wc, frames, total, len, 0) : WEBSOCKET_ENOMEM;
+    return frames ? queue_frames(wc, frames, total, len, how)
+                  : WEBSOCKET_ENOMEM;
+}
+
+int ws_conn_send_message(ws_conn *wc, int opcode, const uint8_t *data,
+                         size_t len)
+{
+    return send_message(wc, opcode, data, len, 0);
+}
+
+int ws_conn_offer_message(ws_conn *wc, int opcode, const uint8_t *data,
+                          size_t len)
+{
+    return send_message(wc, opcode, data, len, QUEUE_OFFER);
 }
 
 size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len)

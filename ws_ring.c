@@ -14,7 +14,9 @@
  *     check, never a length to trust.  Rare events (start, overrun,
  *     damage) take the lock, where the state is stable.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "ws_ring_int.h"
 
 #include <errno.h>

@@ -9,7 +9,8 @@
 
 /* Subscribes (or unsubscribes) a connection; any thread.  WEBSOCKET_OK or
  * an error of websocket_plugin.h. */
-int ws_topic_subscribe(ws_conn *wc, const char *topic, size_t len);
+int ws_topic_subscribe(ws_conn *wc, const char *topic, size_t len, int flags,
+                       const char *resume_after);
 int ws_topic_unsubscribe(ws_conn *wc, const char *topic, size_t len);
 
 /* Publishes a message (opcode: WS_OP_TEXT or WS_OP_BINARY) to a topic,
@@ -19,7 +20,25 @@ int ws_topic_unsubscribe(ws_conn *wc, const char *topic, size_t len);
 long ws_topic_publish(const char *topic, size_t len, int opcode,
                       const uint8_t *data, size_t size, ws_conn *exclude);
 
+/* The same for the HTTP publisher: no connection to exclude, and the
+ * message's id ("<epoch>-<seq>") written into id. */
+long ws_topic_publish_id(const char *topic, size_t len, int opcode,
+                         const uint8_t *data, size_t size, char *id,
+                         size_t id_size);
+
+/* Closes every subscriber of a topic, in every child, with 1000. */
+long ws_topic_close(const char *topic, size_t len);
+
+/* Subscribers of a topic in the whole server now, or an error (< 0). */
+long ws_topic_subscribers(const char *topic, size_t len);
+
 /* The connection ends: all its subscriptions go. */
 void ws_topic_forget(ws_conn *wc);
+
+/* child_init, after ws_shm_child_init: the thread that delivers. */
+void ws_topic_child_init(apr_pool_t *pchild, server_rec *s);
+
+/* The longest id ws_topic_publish_id writes, with its NUL. */
+#define WS_TOPIC_ID_MAX  40
 
 #endif /* WS_TOPIC_H */

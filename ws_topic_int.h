@@ -1,0 +1,74 @@
+/*
+ * ws_topic_int.h - what ws_topic.c (the child's subscriptions, publishing)
+ * and ws_topic_deliver.c (the thread that brings every child the ring's
+ * records) share.
+ *
+ * One registry per child: topics with local subscribers, each with its
+ * list of subscriptions; a subscription is also on its connection's
+ * list.  One lock guards all of it: subscribing, unsubscribing, a
+ * connection's end, and the delivery of a record to every subscriber of
+ * its topic (so a subscription never sees a record twice or out of
+ * order, and a connection is never delivered to after it is forgotten).
+ */
+#ifndef WS_TOPIC_INT_H
+#define WS_TOPIC_INT_H
+
+#include <pthread.h>
+
+#include "ws_conn.h"
+#include "ws_ring.h"
+#include "ws_topic.h"
+
+/* What a record's flags say (the ring does not look at them). */
+#define TOPIC_OPCODE_MASK   0x0f     /* WS_OP_TEXT or WS_OP_BINARY */
+#define TOPIC_CLOSE         0x10     /* close the topic's subscribers */
+#define TOPIC_FROM_REDIS    0x20     /* relayed from another node */
+
+typedef struct topic topic;
+
+typedef struct ws_subscription {
+    topic *t;
+    ws_conn *wc;
+    struct ws_subscription *prev_in_topic, *next_in_topic;
+    struct ws_subscription *next_of_conn;
+    int ids;                         /* WEBSOCKET_SUBSCRIBE_IDS */
+    uint64_t replayed_until;         /* live records up to this seq came
+                                        from the history: skip them */
+    uint64_t missed;                 /* messages it did not get since the
+                                        last it got (Drop policy) */
+    int missed_unknown;              /* ... and perhaps more */
+} ws_subscription;
+
+struct topic {
+    topic *next;                     /* in its bucket */
+    uint64_t hash;
+    long count;                      /* subscriptions */
+    ws_subscription *subs;
+    size_t len;
+    char name[1];                    /* len bytes and a NUL */
+};
+
+extern pthread_mutex_t ws_topic_lock;
+
+/* With ws_topic_lock held. */
+topic *ws_topic_find(const char *name, size_t len, uint64_t hash);
+/* With ws_topic_lock held: fn for every topic. */
+void ws_topic_each(void (*fn)(topic *t, void *baton), void *baton);
+/* Without the lock: whether some topic of this hash may have local
+ * subscribers (no: the record is skipped without a copy). */
+int ws_topic_maybe_local(uint64_t hash);
+
+/* The ids given to clients: "<epoch>-<seq>". */
+int ws_topic_format_id(char *out, size_t size, uint64_t seq);
+/* After which seq a client's id says it is; -1 when the id is of
+ * another epoch (a fresh ring) or no id. */
+int64_t ws_topic_parse_id(const char *id);
+
+/* ws_topic_deliver.c: the reader thread, and a subscription's history. */
+apr_status_t ws_topic_reader_start(server_rec *s);
+void ws_topic_reader_stop(void);
+/* With the lock held: queues the history after after_seq (-1: unknown)
+ * to a new subscription, and marks what it covered. */
+void ws_topic_replay(ws_subscription *sub, int64_t after_seq);
+
+#endif /* WS_TOPIC_INT_H */
