@@ -31,8 +31,11 @@
 
 #include "ws_async.h"
 #include "ws_conn.h"
+#include "ws_io.h"
+#include "ws_limits.h"
 #include "ws_mem.h"
 #include "ws_shm.h"
+#include "ws_stats.h"
 #include "ws_topic.h"
 #include "ws_version.h"
 
@@ -79,6 +82,8 @@ static void *create_dir_conf(apr_pool_t *p, char *dir)
     conf->fragment_size = -1;
     conf->topic_history = -1;
     conf->topic_overflow = -1;
+    conf->max_connections = -1;
+    conf->max_connections_per_ip = -1;
     return conf;
 }
 
@@ -112,6 +117,13 @@ static void *merge_dir_conf(apr_pool_t *p, void *basev, void *addv)
     MERGE_SET(fragment_size);
     MERGE_SET(topic_history);
     MERGE_SET(topic_overflow);
+    MERGE_SET(max_connections_per_ip);
+    MERGE_SET(max_connections);
+    /* The limit counts for the section that set it, as a whole. */
+    conf->limit_server = add->max_connections >= 0 ? add->limit_server
+                                                   : base->limit_server;
+    conf->limit_section = add->max_connections >= 0 ? add->limit_section
+                                                     : base->limit_section;
     /* Inner parameters first: apr_table_get finds them before the outer. */
     conf->params = add->params && base->params
                    ? apr_table_overlay(p, add->params, base->params)
@@ -560,6 +572,27 @@ static const char *set_topic_overflow(cmd_parms *cmd, void *dconf,
     return NULL;
 }
 
+/* WebSocketMaxConnections (which remembers where it was set: the count
+ * is that section's) and WebSocketMaxConnectionsPerIP: a number or Off;
+ * cmd->info is the field. */
+static const char *set_connection_limit(cmd_parms *cmd, void *dconf,
+                                        const char *arg)
+{
+    ws_dir_conf *conf = dconf;
+    int *field = (int *)((char *)dconf + (apr_size_t)cmd->info);
+
+    if (field == &conf->max_connections) {
+        conf->limit_server = cmd->server;
+        conf->limit_section = cmd->path ? apr_pstrdup(cmd->pool, cmd->path)
+                                        : NULL;
+    }
+    if (!strcasecmp(arg, "Off")) {
+        *field = 0;
+        return NULL;
+    }
+    return set_int_in_range(cmd, arg, 1, 1000000000, field);
+}
+
 static const command_rec ws_directives[] = {
 #include "ws_directives.h"
     { NULL, { NULL }, NULL, 0, 0, NULL }
@@ -893,6 +926,8 @@ static int ws_handler(request_rec *r)
     const ws_dir_conf *conf;
     handshake hs;
     ws_conn *wc;
+    ws_limit_hold *hold;
+    const char *why;
     apr_status_t rv;
     int status;
 
@@ -914,6 +949,9 @@ static int ws_handler(request_rec *r)
         return refuse(r, HTTP_SERVICE_UNAVAILABLE, "this child's WebSocket "
                       "buffers are near WebSocketMemoryLimit");
     }
+    if ((status = ws_limits_admit(r, conf, &hold, &why)) != OK) {
+        return refuse(r, status, why);
+    }
     wc = ws_conn_create(r, conf, hs.protocols,
                         hs.deflate ? &hs.deflate_neg.params : NULL,
                         hs.deflate ? hs.deflate_neg.response : NULL);
@@ -922,6 +960,7 @@ static int ws_handler(request_rec *r)
                       "cannot set up a WebSocket connection");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
+    wc->limit_hold = hold;
     wc->engine = choose_engine(r);
     if ((rv = wc->engine->attach(wc)) != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
@@ -963,13 +1002,21 @@ static int shared_memory(apr_pool_t *pconf, apr_pool_t *plog,
 {
     (void)plog, (void)ptemp;
     /* Failing leaves topics off and says so; the server still starts. */
+    ws_stats_register();
+    ws_limits_register();
     ws_shm_post_config(pconf, s, topic_buffer);
+    ws_stats_post_config();
     return OK;
 }
 
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     ws_shm_child_init(pchild, s);
+    /* Both engines move bytes with ws_io (and its direct mode must know
+     * mod_logio, which Debian builds into httpd). */
+    ws_io_child_init();
+    ws_stats_child_init(pchild);
+    ws_limits_child_init(pchild, s);
     ws_topic_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
@@ -990,6 +1037,7 @@ static void register_hooks(apr_pool_t *p)
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_suspend_connection(ws_async_suspended, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(child_stopping, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_stats_register_hooks();
 }
 
 AP_DECLARE_MODULE(websocket) = {

@@ -53,6 +53,7 @@ static void run_dispatched(ws_dispatch_conn *dc, int type, uint8_t *data,
 {
     ws_conn *wc = of_dispatch(dc)->wc;
 
+    ws_stats_add(WS_STAT_DISPATCH_BUSY, 1);
     if (type == WS_DISPATCH_DISCONNECT) {
         ws_conn_finish(wc);
     }
@@ -60,6 +61,7 @@ static void run_dispatched(ws_dispatch_conn *dc, int type, uint8_t *data,
         ws_conn_run_job(wc, type, data, len);
         ws_mem_add(wc, -(apr_off_t)len);
     }
+    ws_stats_add(WS_STAT_DISPATCH_BUSY, -1);
 }
 
 /* With the dispatch pool's lock held: the loop must find the connection
@@ -292,7 +294,6 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
         || threads <= 0) {
         return;
     }
-    ws_io_child_init();
     ws_dispatch_init(dispatch_threads);
     ws_loops = apr_pcalloc(pchild, sizeof(*ws_loops) * (apr_size_t)threads);
     ws_loop_threads = apr_pcalloc(pchild, sizeof(pthread_t) * (apr_size_t)threads);

@@ -148,6 +148,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
     ac->wc = NULL;
 
     /* Writes the access log line (EOR bucket) and frees r->pool. */
+    ws_stats_log_notes(wc);
     ap_process_request_after_handler(wc->r);
     /* That set a state for the MPM's next step; the connection is still
      * ours, and the MPM counts it as suspended until its pool goes. */

@@ -327,7 +327,7 @@ static void first_service(async_conn *ac, apr_time_t now)
     ws_io *io = &ac->io;
 
     if (ac->loop->stop_announced) {
-        ws_conn_close(ac->wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+        ws_conn_close_for_stop(ac->wc);
     }
     ws_conn_open(ac->wc);
     if (!ws_loop_is_mine(ac->loop)) {
@@ -378,6 +378,8 @@ static void run_ready(ws_loop *loop, apr_time_t now)
 
 /* ---- timers and stopping ---- */
 
+/* 1012 when a restart (graceful or not) stops the child, 1001 when httpd
+ * stops (ws_conn_close_for_stop). */
 static void announce_stop(ws_loop *loop)
 {
     async_conn *ac;
@@ -386,7 +388,7 @@ static void announce_stop(ws_loop *loop)
          ac != APR_RING_SENTINEL(&loop->conns, async_conn, link);
          ac = APR_RING_NEXT(ac, link)) {
         if (ac->phase == AC_OPEN) {
-            ws_conn_close(ac->wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+            ws_conn_close_for_stop(ac->wc);
         }
     }
 }
@@ -709,6 +711,7 @@ void ws_loop_take_over(ws_loop *loop, apr_time_t started)
     ws_loop_threads[loop->index] = fresh;
     remember_replaced(old);
     loop->takeovers++;
+    ws_stats_add(WS_STAT_LOOP_TAKEOVERS, 1);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
                  "WebSocket event loop %d was stuck in %s of plugin %s; a new "
                  "thread serves its other connections", loop->index,

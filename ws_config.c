@@ -75,6 +75,16 @@ apr_size_t ws_conf_fragment_size(const ws_dir_conf *conf)
     return conf->fragment_size > 0 ? (apr_size_t)conf->fragment_size : 0;
 }
 
+int ws_conf_max_connections(const ws_dir_conf *conf)
+{
+    return conf->max_connections > 0 ? conf->max_connections : 0;
+}
+
+int ws_conf_max_connections_per_ip(const ws_dir_conf *conf)
+{
+    return conf->max_connections_per_ip > 0 ? conf->max_connections_per_ip : 0;
+}
+
 int ws_conf_topic_history(const ws_dir_conf *conf)
 {
     return conf->topic_history > 0 ? conf->topic_history : 0;

@@ -70,6 +70,12 @@ typedef struct ws_dir_conf {
     /* topics */
     int topic_history;                /* messages a resume may replay */
     int topic_overflow;               /* WS_OVERFLOW_CLOSE or _DROP */
+    /* WebSocketMaxConnections: the limit (0: Off), and where it was set:
+     * the section it counts for, in its server (ws_limits.c). */
+    int max_connections;
+    const server_rec *limit_server;
+    const char *limit_section;
+    int max_connections_per_ip;       /* WebSocketMaxConnectionsPerIP */
 } ws_dir_conf;
 
 #define WS_OVERFLOW_CLOSE  1
@@ -84,6 +90,8 @@ apr_interval_time_t ws_conf_ping_interval(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_ping_timeout(const ws_dir_conf *conf);
 apr_interval_time_t ws_conf_max_lifetime(const ws_dir_conf *conf);
 apr_size_t ws_conf_fragment_size(const ws_dir_conf *conf);
+int ws_conf_max_connections(const ws_dir_conf *conf);
+int ws_conf_max_connections_per_ip(const ws_dir_conf *conf);
 int ws_conf_topic_history(const ws_dir_conf *conf);
 int ws_conf_topic_overflow(const ws_dir_conf *conf);
 /* The permessage-deflate policy the directives make. */

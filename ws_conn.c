@@ -11,9 +11,12 @@
 
 #include "httpd.h"
 #include "http_log.h"
+#include "ap_mpm.h"
+#include "scoreboard.h"
 #include "apr_strings.h"
 
 #include "ws_conn.h"
+#include "ws_limits.h"
 #include "ws_mem.h"
 #include "ws_topic.h"
 
@@ -114,6 +117,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     wc->out_limit = (apr_size_t)ws_conf_send_queue_limit(conf);
     wc->frag_size = ws_conf_fragment_size(conf);
     wc->last_activity = wc->idle_anchor = wc->last_ping = apr_time_now();
+    wc->stats.open_gauge = -1;
 
     memset(&pc, 0, sizeof(pc));
     pc.role = WS_ROLE_SERVER;
@@ -204,6 +208,7 @@ void ws_conn_open(ws_conn *wc)
     const WebSocketPlugin2 *p = ws_conn_plugin_v2(wc);
 
     wc->opened = apr_time_now();
+    ws_stats_conn_open(wc);
     if (p && p->on_open) {
         ws_conn_watch_begin(wc, "on_open");
         p->on_open(wc->plugin_private, &wc->server);
@@ -240,6 +245,7 @@ void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why)
         return;
     }
     ref->slow = 1;
+    ws_stats_add(WS_STAT_SLOW_PLUGINS, 1);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "plugin %s (%s) %s; its "
                  "messages now run on the dispatch threads "
                  "(WebSocketSlowPlugin)", ref->symbol, ref->path, why);
@@ -430,6 +436,28 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
     return !output_pending && wc->peer_closed;
 }
 
+uint16_t ws_conn_stop_code(void)
+{
+    int mine;
+
+    /* The parent moves the running generation on before it tells the
+     * children to stop, for a restart of any kind; a stop leaves it. */
+    if (!ap_scoreboard_image
+        || ap_mpm_query(AP_MPMQ_GENERATION, &mine) != APR_SUCCESS) {
+        return WS_CLOSE_GOING_AWAY;
+    }
+    return ap_scoreboard_image->global->running_generation != mine
+           ? WS_CLOSE_SERVICE_RESTART : WS_CLOSE_GOING_AWAY;
+}
+
+void ws_conn_close_for_stop(ws_conn *wc)
+{
+    uint16_t code = ws_conn_stop_code();
+
+    ws_conn_close(wc, code, code == WS_CLOSE_SERVICE_RESTART
+                            ? "server restarting" : "server shutting down");
+}
+
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
 {
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, why, wc->c,
@@ -475,6 +503,8 @@ void ws_conn_finish(ws_conn *wc)
     if (wc->plugin->on_disconnect) {
         wc->plugin->on_disconnect(wc->plugin_private, &wc->server);
     }
+    ws_stats_conn_end(wc);
+    ws_limits_release(wc->limit_hold);
     /* Any thread (a slow plugin's on_disconnect runs on a dispatch
      * thread): the connection's log, not the request's pool. */
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,

@@ -30,6 +30,7 @@
 #include "ws_frame.h"
 
 #include "ws_config.h"
+#include "ws_stats.h"
 
 /* ---- engines ---- */
 
@@ -192,6 +193,11 @@ struct _WebSocketState {
     int stream_opcode;
     int stream_first;
     ws_utf8_state stream_utf8;
+
+    /* Operations: what it moved, for mod_status and the access log
+     * (ws_stats.h); its place in WebSocketMaxConnections (ws_limits.h). */
+    ws_conn_stats stats;
+    struct ws_limit_hold *limit_hold;
 };
 
 /* NULL when memory runs out.  deflate: the negotiated permessage-deflate
@@ -298,6 +304,13 @@ apr_time_t ws_conn_next_deadline(const ws_conn *wc);
 
 /* Runs the timers that are due. */
 void ws_conn_timers(ws_conn *wc, apr_time_t now);
+
+/* httpd stops or restarts: queues the Close that says which, 1012
+ * (Service Restart: a new generation of children serves, reconnect now)
+ * or 1001 (Going Away: httpd stops, or only this child does); any
+ * thread.  ws_conn_stop_code() is that code. */
+void ws_conn_close_for_stop(ws_conn *wc);
+uint16_t ws_conn_stop_code(void);
 
 /* The peer vanished or I/O failed: no closing handshake is possible. */
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what);

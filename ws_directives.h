@@ -70,6 +70,14 @@ WS_DIRECTIVE(TAKE1, "WebSocketMemoryLimit", set_memory_limit, NULL,
              RSRC_CONF,
              "The most all WebSocket buffers of one child process may hold "
              "(default 1G)")
+WS_DIRECTIVE(TAKE1, "WebSocketMaxConnections", set_connection_limit, WS_CONF_OFFSET(max_connections),
+             RSRC_CONF | ACCESS_CONF,
+             "The most WebSockets open at once in this location, over all "
+             "child processes (default Off)")
+WS_DIRECTIVE(TAKE1, "WebSocketMaxConnectionsPerIP", set_connection_limit, WS_CONF_OFFSET(max_connections_per_ip),
+             RSRC_CONF | ACCESS_CONF,
+             "The most WebSockets one client address may have open in the "
+             "server (default Off)")
 WS_DIRECTIVE(TAKE1, "WebSocketSlowPlugin", set_slow_plugin, NULL,
              RSRC_CONF | ACCESS_CONF,
              "An on_message call longer than this moves the plugin's "

@@ -38,6 +38,7 @@ apr_status_t ws_io_init(ws_io *io, ws_conn *wc, apr_pool_t *p)
     io->c = wc->c;
     io->in = apr_brigade_create(p, io->c->bucket_alloc);
     io->out = apr_brigade_create(p, io->c->bucket_alloc);
+    io->upgrade_eos = io->c->master != NULL;
     return APR_SUCCESS;
 }
 
@@ -99,6 +100,7 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
         if (logio_add_bytes_in) {
             logio_add_bytes_in(io->c, (apr_off_t)len);
         }
+        wc->stats.bytes_in += len;
         done += len;
         if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
             return rv;
@@ -112,8 +114,27 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
     return APR_SUCCESS;
 }
 
+/* mod_http2 ends the body of the GET it made of an extended CONNECT
+ * (RFC 8441) with an EOS that it puts first in the stream's input: the
+ * first read of the stream returns it alone, and the WebSocket's bytes
+ * come after it.  Whether this read was that EOS (then skipped, once). */
+static int skip_upgrade_eos(ws_io *io)
+{
+    int lone_eos = !APR_BRIGADE_EMPTY(io->in)
+                   && APR_BUCKET_IS_EOS(APR_BRIGADE_FIRST(io->in))
+                   && APR_BRIGADE_FIRST(io->in) == APR_BRIGADE_LAST(io->in);
+
+    io->upgrade_eos = 0;
+    if (lone_eos) {
+        apr_brigade_cleanup(io->in);
+    }
+    return lone_eos;
+}
+
 /* The core input filter says "nothing now" with an empty brigade and the
- * end of the stream with EOS; mod_ssl says "nothing now" with EAGAIN. */
+ * end of the stream with EOS; mod_ssl says "nothing now" with EAGAIN;
+ * an HTTP/2 stream (mod_http2) says it with EAGAIN, and drains its pipe
+ * before it does. */
 static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
                                  apr_size_t budget, int *more)
 {
@@ -133,12 +154,16 @@ static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
         rv = ap_get_brigade(io->c->input_filters, io->in, AP_MODE_READBYTES,
                             APR_NONBLOCK_READ, size);
         if (APR_STATUS_IS_EAGAIN(rv)) {
+            io->upgrade_eos = 0;
             io->filters_drained = 1;
             return APR_SUCCESS;
         }
         if (rv != APR_SUCCESS) {
             apr_brigade_cleanup(io->in);
             return rv;
+        }
+        if (io->upgrade_eos && skip_upgrade_eos(io)) {
+            continue;
         }
         eos = !APR_BRIGADE_EMPTY(io->in)
               && APR_BUCKET_IS_EOS(APR_BRIGADE_LAST(io->in));
@@ -152,6 +177,7 @@ static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
             return eos ? APR_EOF : APR_SUCCESS;
         }
         done += len;
+        wc->stats.bytes_in += len;
         if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
             return rv;
         }
@@ -172,13 +198,18 @@ apr_status_t ws_io_read(ws_io *io, uint8_t *scratch, apr_size_t size,
 
 /* ---- writing ---- */
 
-/* Takes what plugins queued since the last look. */
+/* Takes what plugins queued since the last look; a message counts when
+ * its last frame (FIN, a data or continuation opcode) is taken. */
 static ws_out_frame *take_frames(ws_io *io)
 {
     ws_out_frame *head = ws_conn_take_output(io->wc), *f;
 
     for (f = head; f; f = f->next) {
-        io->wc->msgs_out++;
+        uint8_t b0 = WS_FRAME_BYTES(f)[0];
+
+        if ((b0 & WS_FIN) && (b0 & 0x0F) < WS_OP_CLOSE) {
+            io->wc->msgs_out++;
+        }
     }
     return head;
 }
@@ -186,6 +217,7 @@ static ws_out_frame *take_frames(ws_io *io)
 /* Frees the frames the first 'written' bytes completed. */
 static void advance_sending(ws_io *io, apr_size_t written)
 {
+    io->wc->stats.bytes_out += written;
     ws_conn_output_written(io->wc, written);
     while (io->sending && written >= io->sending->len - io->sent) {
         ws_out_frame *done = io->sending;
@@ -327,13 +359,18 @@ static apr_status_t write_filters(ws_io *io, apr_size_t budget)
 
 apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
 {
+    apr_status_t rv;
+
     if (ws_conn_take_discard(io->wc)) {
         ws_io_discard(io, 1);
     }
-    if (io->direct) {
-        return write_direct(io, budget);
-    }
-    return io->blocking_writes ? write_blocking(io) : write_filters(io, budget);
+    rv = io->direct ? write_direct(io, budget)
+       : io->blocking_writes ? write_blocking(io)
+       : write_filters(io, budget);
+    /* Engines read, then write, each turn: one look per turn at what
+     * the connection moved, for mod_status. */
+    ws_stats_flush(io->wc);
+    return rv;
 }
 
 int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)

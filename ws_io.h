@@ -38,6 +38,8 @@ typedef struct ws_io {
     ws_out_frame *sending;       /* frames taken, being written */
     apr_size_t sent;             /* of the first of them */
     int filters_drained;         /* the last filter read found nothing */
+    int upgrade_eos;             /* HTTP/2: the stream's first read may be
+                                    an EOS that ends nothing (h2_c2.c) */
 } ws_io;
 
 /* Sets up filter mode (p: the connection's pool). */

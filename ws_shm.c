@@ -3,9 +3,11 @@
  *
  * Layout of the one mapping: the ring (ws_ring.c's own layout), then one
  * count table per child slot: a pid (0: free) and an open-addressing
- * table of {topic hash, subscribers}.  A child writes only its own
- * table; anyone reads any.  Slots are twice ServerLimit, so that the
- * children of two generations of a graceful restart have one each.
+ * table of {topic hash, subscribers}; then the users' areas of each slot,
+ * then the users' areas for the server.  A child writes only its own
+ * table and areas; anyone reads any.  Slots are twice ServerLimit, so
+ * that the children of two generations of a graceful restart have one
+ * each.
  */
 #include <errno.h>
 #include <signal.h>
@@ -19,6 +21,8 @@
 #include "http_main.h"
 #include "http_core.h"
 #include "ap_mpm.h"
+#include "apr_hash.h"
+#include "apr_strings.h"
 
 #include "ws_shm.h"
 
@@ -27,6 +31,7 @@ APLOG_USE_MODULE(websocket);
 #define RETAINED_KEY   "mod_websocket shared memory"
 /* All the count tables together stay under this. */
 #define COUNTS_BUDGET  (4 * 1024 * 1024)
+#define MAX_USERS      8
 
 typedef struct count_entry {
     uint64_t hash;                   /* 0: empty */
@@ -48,6 +53,9 @@ typedef struct shm_layout {
     int slots;
     size_t per_child;                /* entries, a power of 2 */
     size_t table_bytes;
+    size_t users_base;               /* the first slot's users' areas */
+    size_t users_child;              /* bytes of users' areas per slot */
+    size_t users_global;             /* and for the server, after them */
 } shm_layout;
 
 /* This child's view. */
@@ -55,6 +63,69 @@ static shm_layout *layout;
 static ws_ring *ring;
 static child_table *mine;
 static int my_index = -1;
+
+/* Registered for this configuration (the module's statics start afresh
+ * with each load). */
+static ws_shm_user *users[MAX_USERS];
+static int user_count;
+
+static size_t round64(size_t n)
+{
+    return (n + 63) & ~(size_t)63;
+}
+
+void ws_shm_add_user(ws_shm_user *u)
+{
+    int i;
+
+    for (i = 0; i < user_count; i++) {
+        if (users[i] == u) {
+            return;
+        }
+    }
+    if (user_count < MAX_USERS) {
+        users[user_count++] = u;
+    }
+}
+
+/* Where each user's areas go, in registration order; the bytes all take
+ * per slot and for the server. */
+static void lay_out_users(int slots, size_t *per_slot, size_t *global)
+{
+    int i;
+
+    *per_slot = *global = 0;
+    for (i = 0; i < user_count; i++) {
+        ws_shm_user *u = users[i];
+
+        u->child_bytes = round64(u->child_size ? u->child_size(slots) : 0);
+        u->child_off = *per_slot;
+        u->global_off = *global;
+        *per_slot += u->child_bytes;
+        *global += round64(u->global_size);
+    }
+}
+
+/* Users fit the mapping as it was made (always at the first start; after
+ * a restart, unless this build wants more room than that one made). */
+static void place_users(const shm_layout *l, server_rec *s)
+{
+    size_t per_slot, global;
+    int i, fits;
+
+    lay_out_users(l->slots, &per_slot, &global);
+    fits = per_slot <= l->users_child && global <= l->users_global;
+    for (i = 0; i < user_count; i++) {
+        users[i]->placed = fits;
+    }
+    if (!fits) {
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "the WebSocket shared "
+                     "memory made at the first start is too small for this "
+                     "module's counters and limits (statistics and "
+                     "WebSocketMaxConnections are off until a full stop "
+                     "and start)");
+    }
+}
 
 static child_table *table_at(const shm_layout *l, int i)
 {
@@ -101,7 +172,10 @@ static int compute_layout(shm_layout *l, apr_off_t capacity)
             return 0;
         }
     }
-    l->size = l->ring_bytes + (size_t)l->slots * l->table_bytes;
+    l->users_base = l->ring_bytes + (size_t)l->slots * l->table_bytes;
+    lay_out_users(l->slots, &l->users_child, &l->users_global);
+    l->size = l->users_base + (size_t)l->slots * l->users_child
+              + l->users_global;
     l->mem = mmap(NULL, l->size, PROT_READ | PROT_WRITE,
                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (l->mem == MAP_FAILED) {
@@ -135,6 +209,7 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
                          "stop and start (a restart keeps the topics' memory "
                          "and message ids)");
         }
+        place_users(l, s);
         return APR_SUCCESS;
     }
     l = ap_retained_data_create(RETAINED_KEY, sizeof(*l));
@@ -142,11 +217,13 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
     if (!compute_layout(l, ring_capacity)) {
         ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "cannot set up %"
                      APR_OFF_T_FMT " bytes of shared memory for WebSocket "
-                     "topics (WebSocketTopicBuffer); topics are off",
+                     "topics (WebSocketTopicBuffer); topics, statistics and "
+                     "connection limits are off",
                      ring_capacity);
         memset(l, 0, sizeof(*l));
         return APR_EGENERAL;
     }
+    place_users(l, s);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "WebSocket shared memory: %"
                  APR_SIZE_T_FMT " bytes (topic ring %" APR_SIZE_T_FMT ", %d "
                  "count tables of %" APR_SIZE_T_FMT " topics)", l->size,
@@ -156,9 +233,36 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
 
 /* ---- children ---- */
 
-static int pid_alive(pid_t pid)
+int ws_shm_pid_alive(pid_t pid)
 {
     return pid > 0 && (kill(pid, 0) == 0 || errno != ESRCH);
+}
+
+static char *users_area(const shm_layout *l, int slot)
+{
+    return (char *)l->mem + l->users_base + (size_t)slot * l->users_child;
+}
+
+static void tell_users(int slot, int claimed, int prev_died)
+{
+    char *global = (char *)layout->mem + layout->users_base
+                   + (size_t)layout->slots * layout->users_child;
+    int i;
+
+    for (i = 0; i < user_count; i++) {
+        ws_shm_user *u = users[i];
+        void *area = users_area(layout, slot) + u->child_off;
+
+        if (!u->placed) {
+            continue;
+        }
+        if (claimed && u->claimed) {
+            u->claimed(area, global + u->global_off, prev_died);
+        }
+        else if (!claimed && u->released) {
+            u->released(area, global + u->global_off);
+        }
+    }
 }
 
 static void clear_table(child_table *t, size_t n)
@@ -171,8 +275,8 @@ static void clear_table(child_table *t, size_t n)
     }
 }
 
-/* A free slot, or one a crashed child left. */
-static int claim_slot(pid_t me)
+/* A free slot, or one a crashed child left (*prev_died). */
+static int claim_slot(pid_t me, int *prev_died)
 {
     int i, pass;
 
@@ -181,13 +285,14 @@ static int claim_slot(pid_t me)
             child_table *t = table_at(layout, i);
             pid_t was = __atomic_load_n(&t->pid, __ATOMIC_ACQUIRE);
 
-            if ((was == 0 || (pass == 1 && !pid_alive(was)))
+            if ((was == 0 || (pass == 1 && !ws_shm_pid_alive(was)))
                 && __atomic_compare_exchange_n(&t->pid, &was, me, 0,
                                                __ATOMIC_ACQ_REL,
                                                __ATOMIC_ACQUIRE)) {
                 if (pass == 1) {
                     clear_table(t, layout->per_child);
                 }
+                *prev_died = pass == 1;
                 return i;
             }
         }
@@ -199,6 +304,7 @@ static apr_status_t release_child(void *unused)
 {
     (void)unused;
     if (mine) {
+        tell_users(my_index, 0, 0);
         clear_table(mine, layout->per_child);
         __atomic_store_n(&mine->pid, 0, __ATOMIC_RELEASE);
         mine = NULL;
@@ -213,6 +319,8 @@ static apr_status_t release_child(void *unused)
 
 void ws_shm_child_init(apr_pool_t *pchild, server_rec *s)
 {
+    int prev_died = 0;
+
     layout = ap_retained_data_get(RETAINED_KEY);
     if (!layout || !layout->mem) {
         layout = NULL;
@@ -223,14 +331,16 @@ void ws_shm_child_init(apr_pool_t *pchild, server_rec *s)
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "the WebSocket topics' "
                      "shared memory is damaged; topics are off in this child");
     }
-    my_index = claim_slot(getpid());
+    my_index = claim_slot(getpid(), &prev_died);
     if (my_index < 0) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "no free WebSocket "
-                     "topic count table: this child's subscribers are not "
-                     "counted in publish answers");
+                     "child slot in shared memory: this child's subscribers "
+                     "are not counted in publish answers, nor its "
+                     "connections in statistics and limits");
     }
     else {
         mine = table_at(layout, my_index);
+        tell_users(my_index, 1, prev_died);
     }
     apr_pool_cleanup_register(pchild, NULL, release_child,
                               apr_pool_cleanup_null);
@@ -324,4 +434,65 @@ long ws_shm_subscribers(uint64_t topic_hash)
         }
     }
     return total;
+}
+
+void ws_shm_topic_totals(apr_pool_t *p, long *topics, long *subscribers)
+{
+    apr_hash_t *seen = apr_hash_make(p);
+    int i;
+    size_t e;
+
+    *topics = *subscribers = 0;
+    for (i = 0; layout && i < layout->slots; i++) {
+        const child_table *t = table_at(layout, i);
+
+        if (!ws_shm_pid_alive(__atomic_load_n(&t->pid, __ATOMIC_ACQUIRE))) {
+            continue;
+        }
+        for (e = 0; e < layout->per_child; e++) {
+            uint64_t h = __atomic_load_n(&t->entries[e].hash, __ATOMIC_ACQUIRE);
+            long n = (long)__atomic_load_n(&t->entries[e].count,
+                                           __ATOMIC_RELAXED);
+
+            if (h && n > 0) {
+                uint64_t *key = apr_pmemdup(p, &h, sizeof(h));
+
+                *subscribers += n;
+                apr_hash_set(seen, key, sizeof(*key), key);
+            }
+        }
+    }
+    *topics = (long)apr_hash_count(seen);
+}
+
+/* ---- users' areas ---- */
+
+int ws_shm_slots(void)
+{
+    return layout ? layout->slots : 0;
+}
+
+pid_t ws_shm_slot_pid(int slot)
+{
+    return __atomic_load_n(&table_at(layout, slot)->pid, __ATOMIC_ACQUIRE);
+}
+
+void *ws_shm_child_area(const ws_shm_user *u, int slot)
+{
+    return layout && u->placed ? users_area(layout, slot) + u->child_off
+                               : NULL;
+}
+
+void *ws_shm_my_area(const ws_shm_user *u)
+{
+    return mine ? ws_shm_child_area(u, my_index) : NULL;
+}
+
+void *ws_shm_global_area(const ws_shm_user *u)
+{
+    if (!layout || !u->placed) {
+        return NULL;
+    }
+    return (char *)layout->mem + layout->users_base
+           + (size_t)layout->slots * layout->users_child + u->global_off;
 }

@@ -10,6 +10,10 @@
  * message ids go on.  A restart cannot change its size (as ServerLimit);
  * a changed WebSocketTopicBuffer waits for a full stop.  The parent never
  * reads it (a child could have written anything there).
+ *
+ * Other concerns keep data per child slot, and once for the server, in
+ * the same mapping (users, below: ws_stats.c's counters, ws_limits.c's
+ * connection counts).
  */
 #ifndef WS_SHM_H
 #define WS_SHM_H
@@ -44,5 +48,49 @@ long ws_shm_subscribers(uint64_t topic_hash);
 /* This child's number among the children (its count table), for ids
  * that must differ across children; -1 without topics. */
 int ws_shm_child_index(void);
+
+/* Distinct topics with subscribers, and subscribers, in every child that
+ * runs now (for mod_status; p: scratch for the report). */
+void ws_shm_topic_totals(apr_pool_t *p, long *topics, long *subscribers);
+
+/* ---- users of the per-child slots ----
+ *
+ * A user has an area in each child slot and one for the server, zeroed
+ * when the mapping is made.  It registers before ws_shm_post_config, at
+ * every configuration load (registering twice is harmless); the areas
+ * exist when ws_shm_child_init has run and the layout made at the first
+ * start had room for them (a module built with larger areas needs a full
+ * stop and start).  A slot's area is its child's to write; anyone reads
+ * any. */
+typedef struct ws_shm_user {
+    const char *name;
+    /* Bytes in each child slot's area, given the number of slots. */
+    size_t (*child_size)(int slots);
+    size_t global_size;
+    /* In a starting child, once it has a slot: its area holds what the
+     * previous owner left, a child that died without giving it back when
+     * prev_died (the area is then the claimer's to clean up). */
+    void (*claimed)(void *child, void *global, int prev_died);
+    /* In a child that exits cleanly, before its slot is free again. */
+    void (*released)(void *child, void *global);
+    /* ws_shm's own: where the areas are, once laid out. */
+    size_t child_off, child_bytes, global_off;
+    int placed;
+} ws_shm_user;
+
+void ws_shm_add_user(ws_shm_user *u);
+
+/* The child slots (0 without shared memory), who has one (0: free), and
+ * the user's area in one of them, in this child's slot (NULL without
+ * one), or the server's (NULL when the user has no place). */
+int ws_shm_slots(void);
+pid_t ws_shm_slot_pid(int slot);
+void *ws_shm_child_area(const ws_shm_user *u, int slot);
+void *ws_shm_my_area(const ws_shm_user *u);
+void *ws_shm_global_area(const ws_shm_user *u);
+
+/* Whether a process of that pid exists (a slot's owner may have died
+ * without giving its slot back). */
+int ws_shm_pid_alive(pid_t pid);
 
 #endif /* WS_SHM_H */

@@ -154,7 +154,7 @@ static int sync_run(ws_conn *wc)
         }
         if (!loop->going_away && server_stopping()) {
             loop->going_away = 1;
-            ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "server shutting down");
+            ws_conn_close_for_stop(wc);
             continue;
         }
         want = (wc->peer_closed || ws_conn_input_paused(wc) ? 0 : APR_POLLIN)
@@ -172,14 +172,16 @@ static int sync_run(ws_conn *wc)
     }
     ws_io_discard(io, 0);
     ws_conn_finish(wc);
+    /* The access log line is written when the handler returns. */
+    ws_stats_log_notes(wc);
     return DONE;
 }
 
 /*
- * A hard stop of prefork (SIGTERM) runs child_stopping in the signal
- * handler and exits right after: the loop never gets back to end its
- * connection.  So it is ended here: a Close 1001 when it can go out at
- * once, and on_disconnect, so that the plugin stops its threads before
+ * A hard stop of prefork (SIGTERM, or SIGHUP for a restart) runs
+ * child_stopping in the signal handler and exits right after: the loop
+ * never gets back to end its connection.  So it is ended here: a Close
+ * 1001 (1012 for a restart) when it can go out at once, and on_disconnect, so that the plugin stops its threads before
  * the process goes (they would run into an unloaded plugin).  Only where
  * the child has no other threads: the interrupted thread is the loop,
  * which holds no lock of ours unless trylock says so.  On threaded MPMs
@@ -201,8 +203,12 @@ static void end_at_hard_stop(ws_conn *wc)
     if (finished) {
         return;
     }
-    plen = ws_close_payload(frame + 4, WS_CLOSE_GOING_AWAY,
-                            "server shutting down", 20);
+    /* The payload right after the 2-byte header of a control frame. */
+    plen = ws_conn_stop_code() == WS_CLOSE_SERVICE_RESTART
+           ? ws_close_payload(frame + 2, WS_CLOSE_SERVICE_RESTART,
+                              "server restarting", 17)
+           : ws_close_payload(frame + 2, WS_CLOSE_GOING_AWAY,
+                              "server shutting down", 20);
     hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
     if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "

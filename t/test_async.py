@@ -205,7 +205,7 @@ def test_graceful_restart_under_load(make_httpd, mpm):
     """`apache2 -k graceful` while echo clients (ws and wss) exchange
     messages, plugin threads send (dumb-increment, probe drip), a slow
     plugin is in the middle of on_message and one client never answers:
-    each WebSocket gets Close 1001, the old children exit within
+    each WebSocket gets Close 1012 (Service Restart), the old children exit within
     GracefulShutdownTimeout (5 s), nothing crashes, and the new
     generation serves ws and wss."""
     h = make_httpd(restart_conf, mpm=mpm, mpm_conf=MPM_CONF[mpm], tls=True,
@@ -269,17 +269,17 @@ def test_graceful_restart_under_load(make_httpd, mpm):
                     break
             k += 1
             time.sleep(0.01)
-        assert set(codes.values()) == {(1001, b"server shutting down")}, codes
+        assert set(codes.values()) == {(1012, b"server restarting")}, codes
         took = time.monotonic() - t_sig
-        assert took < 3, "the 1001s took %.1fs" % took
+        assert took < 3, "the 1012s took %.1fs" % took
 
         for c in counters:
             last = -1
             while True:
                 f = c.recv_frame(timeout=5)
                 if f.opcode == OP_CLOSE:
-                    assert f.close_code == 1001, f
-                    c.send_close(1001)
+                    assert f.close_code == 1012, f
+                    c.send_close(1012)
                     c.expect_eof(5)
                     break
                 assert f.opcode == OP_TEXT, f
@@ -287,7 +287,7 @@ def test_graceful_restart_under_load(make_httpd, mpm):
                 last = int(f.payload)
         for c in (drip, slow):
             # The slow plugin's echo may or may not precede the Close.
-            c.expect_close(1001, timeout=5, allow_data=True, reply=True)
+            c.expect_close(1012, timeout=5, allow_data=True, reply=True)
 
         h.wait_new_generation(before)
         with WSClient(h.port, "/echo") as c:
@@ -304,7 +304,7 @@ def test_graceful_restart_under_load(make_httpd, mpm):
         assert gone, "old children %s still alive %.1fs after -k graceful" % (
             [p for p in old if alive(p)], time.monotonic() - t_sig)
         f = silent.recv_frame(timeout=5)
-        assert f.opcode == OP_CLOSE and f.close_code == 1001, f
+        assert f.opcode == OP_CLOSE and f.close_code == 1012, f
         silent.expect_eof(5)
 
         log = h.wait_log(lambda t: "disconnect id=gdrip " in t, None, "test")

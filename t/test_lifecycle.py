@@ -68,11 +68,12 @@ def test_destroy_once_per_configuration(make_httpd):
     assert len(ev) == n + 3 and ev[-1][0] == "destroy", ev
 
 
-@pytest.mark.parametrize("mpm", ["event", "worker"])
-def test_graceful_restart_closes_old_connections_1001(make_httpd, mpm):
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+def test_graceful_restart_closes_old_connections_1012(make_httpd, mpm):
     """A graceful restart stops the old generation's children: their
-    WebSockets get Close 1001 (going away); new connections are served by
-    the new generation."""
+    WebSockets get Close 1012 (Service Restart: reconnect now, a new
+    generation serves); new connections are served by the new generation.
+    (Before, they got 1001, Going Away, as for a stop.)"""
     h = make_httpd(probe_conf, mpm=mpm)
     h.start()
     old = WSClient(h.port, "/probe?old", headers=[("X-Conn-Id", "old")])
@@ -86,8 +87,9 @@ def test_graceful_restart_closes_old_connections_1001(make_httpd, mpm):
             assert new.recv_text() == "new generation"
             new.close_handshake(1000)
         f = old.recv_frame(timeout=10)
-        assert f.opcode == OP_CLOSE and f.close_code == 1001, f
-        old.send_close(1001)
+        assert f.opcode == OP_CLOSE and f.close_code == 1012, f
+        assert f.close_reason == b"server restarting", f
+        old.send_close(1012)
         old.expect_eof(5)
         # Its access log line is written once the WebSocket is over: no
         # on_disconnect can follow.
@@ -121,15 +123,19 @@ def test_stop_with_open_connections(make_httpd, mpm):
         assert time.monotonic() - t0 < 12
         for c in clients:
             # A hard stop may kill the children before they can send a
-            # Close; if one comes it is 1001.  TCP ends either way.
+            # Close; if one comes it is 1001.  TCP ends either way.  On
+            # prefork the child's signal handler sends it.
             c.settimeout(5)
+            codes = []
             while True:
                 try:
                     f = c.recv_frame()
                 except (EOFError, ConnectionResetError):
                     break
                 if f.opcode == OP_CLOSE:
-                    assert f.close_code == 1001, f
+                    codes.append(f.close_code)
+            assert codes in ([], [1001]), codes
+            assert codes == [1001] or mpm != "prefork", codes
         # The children have exited: every on_disconnect has run.
         assert h.test_log().count("disconnect id=atstop ") == 1, \
             h.test_log()
@@ -138,11 +144,12 @@ def test_stop_with_open_connections(make_httpd, mpm):
             c.close()
 
 
-@pytest.mark.parametrize("mpm", ["event", "worker"])
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
 def test_graceful_stop_sends_1001(make_httpd, mpm):
-    """apache2 -k graceful-stop: each open WebSocket gets Close 1001, the
-    client's answer ends it at once, the plugin's on_disconnect runs once,
-    httpd exits."""
+    """apache2 -k graceful-stop: each open WebSocket gets Close 1001 (a
+    stop, not a restart: no new generation will serve), the client's
+    answer ends it at once, the plugin's on_disconnect runs once, httpd
+    exits."""
     h = make_httpd(probe_conf, mpm=mpm)
     h.start()
     clients = [WSClient(h.port, "/probe", headers=[("X-Conn-Id", "gs%d" % i)])
@@ -157,7 +164,7 @@ def test_graceful_stop_sends_1001(make_httpd, mpm):
         os.kill(h.pid, signal.SIGWINCH)
         for c in clients:
             f = c.expect_close(1001, timeout=4, allow_data=True, reply=True)
-            assert f.close_code == 1001
+            assert f.close_reason == b"server shutting down", f
         h.proc.wait(10)
         log = h.since(mark, "test")
         for i in range(3):
@@ -165,6 +172,39 @@ def test_graceful_stop_sends_1001(make_httpd, mpm):
     finally:
         for c in clients:
             c.close()
+
+
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+def test_hard_restart_sends_1012(make_httpd, mpm):
+    """apache2 -k restart (SIGHUP) is a restart too: the children stop at
+    once, and a WebSocket whose Close can go out gets 1012 (on prefork
+    from the child's signal handler: before, the sync engine never used
+    the socket directly, since it did not know mod_logio, so that Close
+    never went out; and its payload was misplaced in the frame)."""
+    h = make_httpd(probe_conf, mpm=mpm)
+    h.start()
+    c = WSClient(h.port, "/probe", headers=[("X-Conn-Id", "hup")])
+    try:
+        c.send_text("hi")
+        assert c.recv_text() == "hi"
+        mark = h.mark()
+        h.restart()
+        c.settimeout(5)
+        codes = []
+        while True:
+            try:
+                f = c.recv_frame()
+            except (EOFError, ConnectionResetError):
+                break
+            if f.opcode == OP_CLOSE:
+                codes.append(f.close_code)
+        # worker's children exit before their threads can write (as for
+        # a stop); event's loops and prefork's signal handler send it.
+        assert codes == [1012] or (mpm == "worker" and not codes), codes
+        h.wait_log(lambda t: "disconnect id=hup " in t, mark, "test")
+        assert h.since(mark, "test").count("disconnect id=hup ") == 1
+    finally:
+        c.close()
 
 
 # ---- other MPMs -------------------------------------------------------------
