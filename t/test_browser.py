@@ -1,7 +1,10 @@
 """The demo configuration in a real browser: headless Chromium (Debian's)
 loads a page that talks to /echo and /dumb-increment as the demo page
 does, with the permessage-deflate Chromium offers, and reports what it
-saw to the server (GET /result?...), read back from the access log."""
+saw to the server (GET /result?...), read back from the access log.
+Over https with HTTP/2 (ALPN h2, H2WebSockets on), Chromium opens the
+page's wss:// WebSockets as extended CONNECTs on the page's HTTP/2
+connection (RFC 8441)."""
 import os
 import shutil
 import subprocess
@@ -19,20 +22,21 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.browser
 
 
-def chromium_args(profile, url):
+def chromium_args(profile, url, extra=()):
     # No background traffic: this machine reaches nothing but loopback.
     return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
             "--disable-quic", "--no-first-run", "--disable-background-networking",
             "--disable-component-update", "--disable-sync",
             "--disable-default-apps", "--remote-debugging-port=0",
-            "--user-data-dir=" + profile, url]
+            "--user-data-dir=" + profile] + list(extra) + [url]
 
 
-def browser_report(h, timeout=30.0):
+def browser_report(h, timeout=30.0, url=None, extra=()):
     """Runs Chromium on check.html until the page reports; returns the
     reported query string."""
     profile = tempfile.mkdtemp(prefix="ws-chromium-")
-    proc = subprocess.Popen(chromium_args(profile, h.url("/check.html")),
+    proc = subprocess.Popen(chromium_args(profile,
+                                          url or h.url("/check.html"), extra),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + timeout
@@ -66,3 +70,30 @@ def test_demo_endpoints_in_chromium(make_httpd):
     assert fields["close"] == "1000"
     assert fields["increment"] == "true"
     assert '"GET /echo HTTP/1.1" 101' in h.access_log()
+
+
+def test_demo_endpoints_in_chromium_over_http2(make_httpd):
+    """wss:// from a page served over HTTP/2: Chromium sends each
+    WebSocket as an extended CONNECT on the page's connection, which
+    advertised SETTINGS_ENABLE_CONNECT_PROTOCOL (H2WebSockets on).  The
+    self-signed certificate is accepted with --ignore-certificate-errors,
+    which does not keep Chromium from pooling the connection."""
+    assert os.access(CHROMIUM, os.X_OK), "chromium is not installed"
+    h = make_httpd(lambda h: harness.demo_conf(h) + (
+        "LoadModule http2_module %s/mod_http2.so\n"
+        "Protocols h2 http/1.1\nH2WebSockets on\n" % harness.MODDIR),
+        tls=True)
+    shutil.copy(os.path.join(HERE, "browser", "check.html"), h.docroot)
+    h.start()
+    url = "https://127.0.0.1:%d/check.html" % h.tls_port
+    fields = dict(urllib.parse.parse_qsl(browser_report(
+        h, url=url, extra=["--ignore-certificate-errors"])))
+    assert "error" not in fields, fields
+    assert fields["ext"].startswith("permessage-deflate"), fields
+    for k in ("text", "medium", "big", "binary", "increment"):
+        assert fields[k] == "true", (k, fields)
+    assert fields["close"] == "1000"
+    log = h.access_log()
+    assert '"GET /check.html HTTP/2.0" 200' in log, log
+    assert '"GET /echo HTTP/2.0" 101' in log, log
+    assert '"GET /dumb-increment HTTP/2.0" 101' in log, log
