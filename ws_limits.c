@@ -338,7 +338,10 @@ int ws_limits_admit(request_rec *r, const ws_dir_conf *conf,
     hold->location = max ? location_key(r, conf) : 0;
     hold->address = per_ip ? hash_of(ip, strlen(ip)) : 0;
     take(hold, 1);
-    apr_pool_cleanup_register(r->connection->pool, hold, release_at_pool_end,
+    /* The request ends after the WebSocket does (and at once when the
+     * handshake fails later, or the plugin refuses it: its TCP connection
+     * may then linger in keep-alive, holding no place). */
+    apr_pool_cleanup_register(r->pool, hold, release_at_pool_end,
                               apr_pool_cleanup_null);
     if (hold->address && (n = server_count(hold->address, 1)) > per_ip) {
         *why = apr_psprintf(r->pool, "%s has %ld WebSockets open in this "

@@ -28,7 +28,7 @@ void ws_limits_child_init(apr_pool_t *pchild, server_rec *s);
 
 /* At the handshake: OK, with *hold the connection's place in the counts
  * (NULL when no limit applies), given back by ws_limits_release or when
- * the connection's pool goes; or the status to answer (503 or 429,
+ * the request's pool goes; or the status to answer (503 or 429,
  * Retry-After set) with *why for the log line. */
 int ws_limits_admit(request_rec *r, const ws_dir_conf *conf,
                     ws_limit_hold **hold, const char **why);

@@ -28,7 +28,10 @@
 
 APLOG_USE_MODULE(websocket);
 
-#define RETAINED_KEY   "mod_websocket shared memory"
+/* The layout's version is in the key: a restart into a build whose
+ * shm_layout differs makes a mapping of its own instead of reading the
+ * old one's (the old children keep theirs until they exit). */
+#define RETAINED_KEY   "mod_websocket shared memory 2"
 /* All the count tables together stay under this. */
 #define COUNTS_BUDGET  (4 * 1024 * 1024)
 #define MAX_USERS      8

@@ -350,10 +350,6 @@ static int status_hook(request_rec *r, int flags)
         return OK;
     }
     ap_rputs("<hr>\n<h2>WebSockets</h2>\n", r);
-    if (!counting) {
-        ap_rputs("<p>Not counted (mod_status was not loaded at start).</p>\n",
-                 r);
-    }
     ap_rputs(flags & AP_STATUS_NOTABLE ? "<dl>\n" : "<table>\n", r);
     for (i = 0; i < n; i++) {
         ap_rprintf(r, flags & AP_STATUS_NOTABLE

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """mod_websocket benchmarks: the `make bench` driver (docs/performance.md).
 
-    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e] [--runs 3]
+    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,s] [--runs 3]
                                   [--secs 5] [--write-docs] [--keep]
 
 Needs the module and bench tools built (`make bench` does that).  Starts
@@ -24,6 +24,9 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
   e      permessage-deflate: 1 KiB JSON echo, compression on vs off:
          server CPU us/msg and wire bytes per message; zlib memory per
          connection (bench/deflate_memory)
+  s      mod_status's WebSocket counters: 32 B echo, 64 connections,
+         server CPU us/msg with mod_status loaded (the counters on) and
+         without (off), two httpds loaded in turn in the same run
 
 Writes nothing outside /tmp, except docs/performance.md's results block
 with --write-docs.  Every process it starts has a bounded lifetime and is
@@ -62,7 +65,7 @@ DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "s")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -618,6 +621,47 @@ def scenario_f(args, work, abusers=2):
 
 # ---- docs ----------------------------------------------------------------------
 
+def scenario_s(args, work):
+    """The cost of the WebSocket counters (ws_stats.c), which only run
+    when mod_status is loaded: the same echo against two httpds that
+    differ only by LoadModule status_module, in turn, the order swapped
+    every run."""
+    secs, runs = args.secs, args.runs
+    per_run = secs + 1 + 15
+    off = Httpd(work, "no-status").start()
+    on = Httpd(work, "status", extra="LoadModule status_module %s/mod_status.so"
+               % harness.MODDIR).start()
+    try:
+        res = {"on": [], "off": []}
+        for i in range(runs):
+            log("s: run %d/%d" % (i + 1, runs))
+            order = (("on", on), ("off", off)) if i % 2 == 0 \
+                else (("off", off), ("on", on))
+            for name, h in order:
+                res[name].append(wsload(echo_args(secs, 64, 32) +
+                                        ["--cpu-pid", h.pid, "--cpu-children",
+                                         h.ws_url()], per_run + 30))
+        us_on, us_off = (median(res["on"], "server_us_per_msg"),
+                         median(res["off"], "server_us_per_msg"))
+        figure("s.cpu", "32 B echo, 64 conns, server CPU us/msg with "
+               "mod_status loaded (WebSocket counters on)", "%.2f us" % us_on,
+               "without mod_status %.2f us" % us_off, us_on / us_off,
+               "<= 1.05x", us_on / us_off <= 1.05,
+               "on %s off %s" % (spread(res["on"], "server_us_per_msg"),
+                                 spread(res["off"], "server_us_per_msg")),
+               "--only s")
+        m_on, m_off = (median(res["on"], "msgs_per_s"),
+                       median(res["off"], "msgs_per_s"))
+        figure("s.rate", "32 B echo msgs/s with mod_status loaded",
+               k(m_on), "without mod_status %s" % k(m_off), m_on / m_off,
+               runs="on %s off %s" % (spread(res["on"], "msgs_per_s"),
+                                      spread(res["off"], "msgs_per_s")),
+               command="--only s")
+    finally:
+        on.stop()
+        off.stop()
+
+
 def machine():
     cpu = "?"
     try:
@@ -703,6 +747,7 @@ def main(argv=None):
                  ("d", lambda: scenario_d(args, work)),
                  ("e", lambda: scenario_e(args, work)),
                  ("f", lambda: scenario_f(args, work)),
+                 ("s", lambda: scenario_s(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False

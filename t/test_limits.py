@@ -7,6 +7,7 @@ import socket
 import pytest
 
 import harness
+import wsraw
 from h2ws import H2Conn
 from test_status import PREFORK, child_serving, kill_child, status
 from wsraw import WSClient, WSError, handshake, wait_for
@@ -97,12 +98,23 @@ def try_open(h, path):
 
 def test_refused_handshakes_leave_no_count(lim_srv):
     """A handshake the plugin refuses (403), or one refused by the limit
-    itself, gives its place back."""
+    itself, gives its place back when its request ends (before, the 403's
+    place stayed taken as long as its TCP connection, in keep-alive)."""
     h = lim_srv
-    for _ in range(4):
-        r = handshake(h.port, "/limited", extra=[("X-Refuse", "1")])
-        assert r.status == 403, r
-    conns = [WSClient(h.port, "/limited") for _ in range(2)]
+    kept = []
+    try:
+        for _ in range(4):
+            # Each in a connection left open in keep-alive.
+            s = socket.create_connection(("127.0.0.1", h.port), timeout=10)
+            kept.append(s)
+            s.sendall(wsraw.request_bytes("/limited", wsraw.ws_headers(
+                h.port, extra=[("X-Refuse", "1")])))
+            head, _ = wsraw.recv_head(s)
+            assert wsraw.parse_head(head)[0] == 403, head
+        conns = [WSClient(h.port, "/limited") for _ in range(2)]
+    finally:
+        for s in kept:
+            s.close()
     try:
         for _ in range(3):
             assert handshake(h.port, "/limited").status == 503
