@@ -962,7 +962,11 @@ static int ws_handler(request_rec *r)
     }
     wc->limit_hold = hold;
     wc->engine = choose_engine(r);
-    if ((rv = wc->engine->attach(wc)) != APR_SUCCESS) {
+    if ((rv = wc->engine->attach(wc)) == APR_EOF) {
+        return refuse(r, HTTP_BAD_REQUEST, "the client ended its HTTP/2 "
+                      "stream with the CONNECT: it could send no frame");
+    }
+    if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
                       "cannot prepare the %s engine", wc->engine->name);
         return HTTP_INTERNAL_SERVER_ERROR;

@@ -39,7 +39,8 @@ typedef struct _WebSocketState ws_conn;
 typedef struct ws_engine {
     const char *name;
     /* Prepares the connection before on_connect, so that plugin threads
-     * can wake the engine from the first moment. */
+     * can wake the engine from the first moment.  APR_EOF: the client
+     * can send nothing (an HTTP/2 stream it ended). */
     apr_status_t (*attach)(ws_conn *wc);
     /* Drives the connection after the 101 was sent.  Returns what the
      * handler returns (DONE when the connection is over). */

@@ -106,6 +106,11 @@ static apr_status_t setup_loop(ws_conn *wc, sync_loop *loop)
     if (rv != APR_SUCCESS) {
         return rv;
     }
+    /* An HTTP/2 stream the client ended with its CONNECT has no input,
+     * and nothing to poll (adding it to a pollset would crash). */
+    if (loop->pfd.desc_type == APR_NO_DESC) {
+        return APR_EOF;
+    }
     loop->can_pollout = loop->pfd.desc_type == APR_POLL_SOCKET
                         && !wc->c->master;
     loop->pfd.client_data = wc;

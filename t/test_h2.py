@@ -171,6 +171,22 @@ def test_client_end_stream_ends_the_websocket(conn, h2srv):
              "close=1006 in the access log")
 
 
+def test_connect_with_end_stream_is_400(conn, h2srv):
+    """An extended CONNECT that ends its stream at once leaves the client
+    no way to send a frame: 400, one info line.  (Before, the stream's
+    missing input was put in a pollset, and the child crashed.)"""
+    mark = h2srv.mark()
+    st = conn.request([(":method", "CONNECT"), (":protocol", "websocket"),
+                       (":scheme", conn.scheme), (":path", "/echo"),
+                       (":authority", "127.0.0.1:%d" % conn.port),
+                       ("sec-websocket-version", "13")], end_stream=True)
+    assert dict(st.headers)[":status"] == "400", st.headers
+    h2srv.expect_log("ended its HTTP/2 stream with the CONNECT", mark)
+    ws = conn.websocket("/echo")
+    echo(ws, "the connection goes on")
+    ws.close_handshake(1000)
+
+
 def test_client_reset_ends_the_websocket(conn, h2srv):
     mark = h2srv.mark()
     ws = conn.websocket("/probe", headers=[("x-conn-id", "h2rst")])
