@@ -186,8 +186,9 @@ static int sync_run(ws_conn *wc)
  * A hard stop of prefork (SIGTERM, or SIGHUP for a restart) runs
  * child_stopping in the signal handler and exits right after: the loop
  * never gets back to end its connection.  So it is ended here: a Close
- * 1001 (1012 for a restart) when it can go out at once, and on_disconnect, so that the plugin stops its threads before
- * the process goes (they would run into an unloaded plugin).  Only where
+ * 1001 (1012 for a restart) when it can go out at once, and
+ * on_disconnect, so that the plugin stops its threads before the
+ * process goes (they would run into an unloaded plugin).  Only where
  * the child has no other threads: the interrupted thread is the loop,
  * which holds no lock of ours unless trylock says so.  On threaded MPMs
  * each loop ends its own connection.
@@ -217,7 +218,7 @@ static void end_at_hard_stop(ws_conn *wc)
     hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
     if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
-                      "Close 1001 could be sent");
+                      "Close could be sent");
     }
     ws_conn_abort(wc, APR_SUCCESS, "server stopped");
     ws_conn_finish(wc);

@@ -107,3 +107,24 @@ def test_restart_is_1012_in_the_log(make_httpd, mpm):
         assert f["code"] == "1012", f
     finally:
         c.close()
+
+
+def test_internal_redirect(make_httpd):
+    """A WebSocket reached through an internal redirect (mod_rewrite in a
+    directory context: the sync engine on event): %r is the request the
+    client sent, the notes are those of the WebSocket it became."""
+    def conf(h):
+        return (notes_conf(h)
+                + "LoadModule rewrite_module %s/mod_rewrite.so\n"
+                % harness.MODDIR
+                + '<Directory "%s">\n    RewriteEngine On\n'
+                  "    RewriteRule ^wsecho$ /echo [L]\n</Directory>\n"
+                % h.docroot)
+    h = make_httpd(conf)
+    h.start()
+    with WSClient(h.port, "/wsecho") as c:
+        c.send_text("redirected")
+        assert c.recv_text() == "redirected"
+        c.close_handshake(4000)
+    f = ws_log_line(h, "GET /wsecho HTTP/1.1 101")
+    assert (f["code"], f["in"], f["out"]) == ("4000", "1", "1"), f
