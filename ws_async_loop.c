@@ -222,7 +222,7 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     if (!busy && !wc->finished && !wc->peer_closed
         && !ws_conn_input_paused(wc)) {
         loop->servicing = ac;
-        if (wc->paused) {
+        if (wc->paused || wc->unparsed) {
             resume_input(ac, &more);
         }
         else if (readable) {

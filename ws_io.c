@@ -86,7 +86,8 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
     ws_conn *wc = io->wc;
     apr_size_t done = 0;
 
-    while (!wc->peer_closed && !wc->paused && done < budget) {
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
+           && done < budget) {
         apr_size_t len = size;
         apr_status_t rv = apr_socket_recv(io->sock, (char *)scratch, &len);
 
@@ -121,7 +122,7 @@ static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
     apr_size_t done = 0;
 
     io->filters_drained = 0;
-    while (!wc->peer_closed && !wc->paused) {
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)) {
         apr_size_t len = size;
         apr_status_t rv;
         int eos;

@@ -130,9 +130,14 @@ static int sync_run(ws_conn *wc)
         apr_int16_t want;
         int more;
 
-        rv = ws_conn_input_paused(wc) ? APR_SUCCESS
-             : ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
-                          (apr_size_t)-1, &more);
+        rv = APR_SUCCESS;
+        if (!ws_conn_input_paused(wc) && wc->unparsed) {
+            rv = ws_conn_resume(wc, loop->scratch, WS_SYNC_READ_SIZE);
+        }
+        if (rv == APR_SUCCESS && !ws_conn_input_paused(wc)) {
+            rv = ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
+                            (apr_size_t)-1, &more);
+        }
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");

@@ -229,14 +229,15 @@ static size_t CALLBACK v2_on_message(void *priv, const WebSocketServer *server,
                                      const size_t size)
 {
     conn *c = priv;
-    char cmd[1024];
+    char *cmd;
 
-    if (type != MESSAGE_TYPE_TEXT || size >= sizeof(cmd)) {
+    if (type != MESSAGE_TYPE_TEXT || size > 65536 || !(cmd = malloc(size + 1))) {
         return server->send(server, type, buffer, size);
     }
     memcpy(cmd, buffer, size);
     cmd[size] = '\0';
     command(c, cmd);
+    free(cmd);
     return 0;
 }
 
