@@ -21,8 +21,10 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 python3-pytest python3-websockets openssl gcc clang \
                 libclang-rt-14-dev chromium
 
-MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_async.c ws_frame.c ws_deflate.c
-MODULE_HDR := ws_conn.h ws_async.h ws_frame.h ws_deflate.h websocket_plugin.h
+MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_async.c ws_frame.c ws_deflate.c \
+              ws_handshake.c
+MODULE_HDR := ws_conn.h ws_async.h ws_frame.h ws_deflate.h ws_handshake.h \
+              websocket_plugin.h
 PLUGINS    := echo dumb_increment
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
