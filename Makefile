@@ -5,6 +5,7 @@
 #   make test       unit tests, integration tests, and the integration
 #                   tests again against an ASan+UBSan build
 #   make bench      benchmarks (docs/performance.md)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (docs/performance.md)
 #   make install    into apxs's LIBEXECDIR and /etc/apache2/mods-available
 #                   (DESTDIR honoured)
 
@@ -18,7 +19,7 @@ WARN    := -Wall -Wextra
 # Everything make run / make test use, from Debian 12; installed when missing.
 # apache2-bin, not apache2: we never want the system service started.
 DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
-                python3-pytest python3-websockets openssl gcc clang \
+                python3-pytest python3-websockets python3-h2 openssl gcc clang \
                 libclang-rt-14-dev chromium
 
 MODULE_SRC := mod_websocket.c ws_conn.c ws_sync.c ws_async.c ws_frame.c ws_deflate.c \
@@ -29,7 +30,7 @@ PLUGINS    := echo dumb_increment
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
 TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate
+UNIT_TESTS := t/test_frame t/test_deflate t/test_handshake
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -38,7 +39,8 @@ APXS_FLAGS = -Wc,$(CSTD) -Wc,-Wall -Wc,-Wextra -Wc,-O2 -Wc,-g $(SAN_CFLAGS) $(SA
 
 LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 
-.PHONY: all build deps run test unit itest asan bench install clean warnings
+.PHONY: all build deps run test unit itest asan bench install clean warnings \
+        fuzz fuzz-merge
 
 all: deps build
 
@@ -92,17 +94,79 @@ warnings: deps
 t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c ws_deflate.c -lz
 
+t/test_handshake: t/test_handshake.c ws_handshake.c ws_handshake.h ws_deflate.c ws_deflate.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_handshake.c ws_handshake.c \
+	    ws_deflate.c -lz
+
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c
 
-t/fuzz_frame_replay: t/fuzz_frame.c ws_frame.c ws_frame.h
-	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ t/fuzz_frame.c ws_frame.c
+# ---- fuzzing -----------------------------------------------------------------
+# Each libFuzzer target t/fuzz_X.c, with the sources it exercises.  Its
+# committed corpus is t/fuzz/corpus/fuzz_X/; make unit replays it (and the
+# frame target's seeded random inputs) with a gcc ASan+UBSan build.
+FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate
+FUZZ_SRC_fuzz_frame      := ws_frame.c
+FUZZ_SRC_fuzz_handshake  := ws_handshake.c ws_deflate.c
+FUZZ_SRC_fuzz_extensions := ws_deflate.c
+FUZZ_SRC_fuzz_inflate    := ws_deflate.c
+FUZZ_LIBS := -lz -pthread
+FUZZ_REPLAY := $(FUZZ_TARGETS:%=t/%_replay)
+FUZZ_DIR := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CORPUS = t/fuzz/corpus/$(1)
 
-unit: deps $(UNIT_TESTS) t/fuzz_frame_replay
+t/%_replay: t/%.c t/fuzz.h t/fuzz_standalone.c ws_frame.h ws_deflate.h ws_handshake.h \
+            ws_frame.c ws_deflate.c ws_handshake.c
+	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ t/$*.c t/fuzz_standalone.c \
+	    $(FUZZ_SRC_$*) $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h ws_deflate.h ws_handshake.h \
+               ws_frame.c ws_deflate.c ws_handshake.c
+	@mkdir -p $(FUZZ_DIR)
+	clang $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ t/$*.c $(FUZZ_SRC_$*) $(FUZZ_LIBS)
+
+# make fuzz FUZZ_SECONDS=N: each target for N seconds, starting from its
+# committed corpus; what it finds new goes to build/fuzz/corpus/X (make
+# fuzz-merge minimizes it into the committed one).  Stops at a finding,
+# leaving the input in build/fuzz/X-crash-* (replay it with t/X_replay).
+# FUZZ_RUNS=N stops each target after N executions instead.
+FUZZ_RUNS ?= -1
+fuzz: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+	@for t in $(FUZZ_TARGETS); do \
+	    case $$t in fuzz_inflate) opts=-max_len=32768;; *) opts=;; esac; \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$t $(call FUZZ_CORPUS,$$t); \
+	    echo "== $$t"; \
+	    (cd $(FUZZ_DIR) && ./$$t -max_total_time=$(FUZZ_SECONDS) \
+	        -runs=$(FUZZ_RUNS) $$opts -print_final_stats=1 \
+	        -artifact_prefix=$$t- corpus/$$t ../../$(call FUZZ_CORPUS,$$t)) \
+	        > $(FUZZ_DIR)/$$t.log 2>&1 || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
+	    awk -v t=$$t '/^stat::number_of_executed_units/ { n = $$2 } \
+	        /^stat::average_exec_per_sec/ { r = $$2 } \
+	        /^stat::new_units_added/ { u = $$2 } \
+	        END { printf "%s: %d executions (%d/s), %d new inputs, " \
+	              "no finding\n", t, n, r, u }' $(FUZZ_DIR)/$$t.log; \
+	done
+
+fuzz-merge: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+	@for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_DIR)/merged/$$t && rm -f $(FUZZ_DIR)/merged/$$t/*; \
+	    $(FUZZ_DIR)/$$t -merge=1 $(FUZZ_DIR)/merged/$$t $(call FUZZ_CORPUS,$$t) \
+	        $(FUZZ_DIR)/corpus/$$t > $(FUZZ_DIR)/$$t.merge.log 2>&1 || exit 1; \
+	    rm -f $(call FUZZ_CORPUS,$$t)/* && cp $(FUZZ_DIR)/merged/$$t/* $(call FUZZ_CORPUS,$$t)/; \
+	    echo "$$t: $$(ls $(call FUZZ_CORPUS,$$t) | wc -l) files"; \
+	done
+
+unit: deps $(UNIT_TESTS) $(FUZZ_REPLAY)
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
 	@echo "== t/fuzz_frame_replay (seeded random inputs under ASan+UBSan)"
-	@./t/fuzz_frame_replay && echo "fuzz replay: no sanitizer report"
+	@./t/fuzz_frame_replay
+	@for t in $(FUZZ_TARGETS); do \
+	    echo "== t/$${t}_replay $(call FUZZ_CORPUS,$$t) (ASan+UBSan)"; \
+	    ./t/$${t}_replay $(call FUZZ_CORPUS,$$t) || exit 1; \
+	done; echo "fuzz replay: no sanitizer report"
 
 itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
@@ -141,4 +205,4 @@ clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
-	       t/plugins/*.o $(UNIT_TESTS) t/fuzz_frame_replay $(BENCH_TOOLS)
+	       t/plugins/*.o $(UNIT_TESTS) $(FUZZ_REPLAY) $(BENCH_TOOLS)

@@ -8,8 +8,9 @@
  *     </Location>
  *
  * The handler runs after Apache's own access control (Require, auth
- * modules), validates the handshake, lets the plugin accept or refuse it,
- * answers 101 and hands the connection to an engine (ws_conn.h).
+ * modules), has the handshake validated (ws_handshake.h), lets the plugin
+ * accept or refuse it, answers 101 and hands the connection to an engine
+ * (ws_conn.h).
  */
 /* stddef.h first: APR then uses offsetof instead of NULL arithmetic. */
 #include <stddef.h>

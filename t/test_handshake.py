@@ -585,3 +585,51 @@ def test_same_origin_uses_server_names(names_srv, host, origin, status):
             for k, v in ws_headers(port, origin=origin)]
     r = http_request(port, request_bytes("/probe", hdrs))
     assert r.status == status, r
+
+
+def h2_extended_connect(port, path, extra=()):
+    """RFC 8441 over h2c (prior knowledge): the :status of an extended
+    CONNECT for a WebSocket on path."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        c = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        s.sendall(c.data_to_send())
+        headers = [(":method", "CONNECT"), (":protocol", "websocket"),
+                   (":scheme", "http"), (":path", path),
+                   (":authority", "127.0.0.1:%d" % port),
+                   ("sec-websocket-version", "13")] + list(extra)
+        sent = False
+        while True:
+            data = s.recv(65536)
+            assert data, "connection closed before a response"
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.RemoteSettingsChanged) \
+                        and not sent:
+                    c.send_headers(c.get_next_available_stream_id(),
+                                   headers)
+                    sent = True
+                if isinstance(ev, h2.events.ResponseReceived):
+                    return int(dict(ev.headers)[b":status"])
+            s.sendall(c.data_to_send())
+
+
+def test_http2_extended_connect_is_not_a_body(make_httpd):
+    """mod_http2 gives the GET it makes of an RFC 8441 CONNECT a
+    Transfer-Encoding: chunked; the stream is the WebSocket, not a body."""
+    def conf(h):
+        return ("LoadModule http2_module %s/mod_http2.so\n"
+                "Protocols h2c http/1.1\nH2WebSockets on\n"
+                '<Location /echo>\n    SetHandler websocket-handler\n'
+                '    WebSocketHandler "%s" echo_init\n</Location>\n'
+                % (harness.MODDIR, h.echo_so))
+    h = make_httpd(conf).start()
+    mark = h.mark()
+    assert h2_extended_connect(h.port, "/echo") == 200
+    assert h2_extended_connect(h.port, "/echo",
+                               [("origin", "http://evil.example")]) == 403
+    assert_refusal_logged(h, mark, "evil.example")
