@@ -513,14 +513,17 @@ static const char *const *string_array(const apr_array_header_t *a,
 
 /* Who this server is, for WebSocketOriginCheck Same: its ServerName and
  * ServerAlias names, with the scheme and port of "ServerName
- * scheme://host:port" where given (TLS offload, port mappings), else
- * those of the connection.  Never the request's own Host: a DNS
- * rebinding page sends its own name in both Host and Origin. */
+ * scheme://host:port" where given (TLS offload, port mappings; a scheme
+ * without a port means its default port), else those of the connection.
+ * Never the request's own Host: a DNS rebinding page sends its own name
+ * in both Host and Origin. */
 static void origin_policy(request_rec *r, const ws_dir_conf *conf,
                           ws_origin_policy *pol)
 {
     server_rec *s = r->server;
     apr_port_t local_port = r->connection->local_addr->port;
+    apr_port_t scheme_port = s->server_scheme
+                             ? apr_uri_port_of_scheme(s->server_scheme) : 0;
 
     memset(pol, 0, sizeof(*pol));
     pol->mode = conf->origin_check == WS_ORIGIN_OFF ? WS_ORIGIN_CHECK_OFF
@@ -528,8 +531,8 @@ static void origin_policy(request_rec *r, const ws_dir_conf *conf,
                 ? WS_ORIGIN_CHECK_TRUSTED : WS_ORIGIN_CHECK_SAME;
     pol->trusted = string_array(conf->trusted_origins, &pol->trusted_count);
     pol->scheme = s->server_scheme ? s->server_scheme : ap_http_scheme(r);
-    pol->port = s->port ? s->port : local_port ? local_port
-                                               : ap_default_port(r);
+    pol->port = s->port ? s->port : scheme_port ? scheme_port
+                : local_port ? local_port : ap_default_port(r);
     pol->name = s->server_hostname;
     pol->aliases = string_array(s->names, &pol->alias_count);
     pol->wild_aliases = string_array(s->wild_names, &pol->wild_alias_count);

@@ -535,7 +535,11 @@ def names_conf(h):
             "</VirtualHost>\n"
             "<VirtualHost 127.0.0.1:%d>\n"
             "    ServerName noport.example\n%s"
-            "</VirtualHost>\n" % (h.port, loc, h.port, loc, h.port, loc))
+            "</VirtualHost>\n"
+            "<VirtualHost 127.0.0.1:%d>\n"
+            "    ServerName https://offload.example\n%s"
+            "</VirtualHost>\n"
+            % (h.port, loc, h.port, loc, h.port, loc, h.port, loc))
 
 
 @pytest.fixture(scope="module")
@@ -571,6 +575,10 @@ def names_srv():
     # No port in ServerName: the one the connection came in on.
     ("noport.example", "http://noport.example:{port}", 101),
     ("noport.example", "http://noport.example", 403),
+    # A scheme without a port: the scheme's default port.
+    ("offload.example", "https://offload.example", 101),
+    ("offload.example", "https://offload.example:{port}", 403),
+    ("offload.example", "http://offload.example:{port}", 403),
     # Not an origin at all.
     ("ws.example.com", "https://ws.example.com/", 403),
     ("ws.example.com", "https://user@ws.example.com", 403),
