@@ -362,6 +362,24 @@ static void test_reason_is_printable(void)
     }
 }
 
+/* Found by fuzz_handshake: the server's own name and scheme went into
+ * the reason unescaped. */
+static void test_reason_escapes_server_names(void)
+{
+    const char *const f[] = { "Origin", "http://evil.example", NULL };
+    ws_origin_policy pol = same_policy();
+    ws_handshake_result res;
+    size_t i;
+
+    pol.name = "ws.\x01" "example\xe9";
+    pol.scheme = "h\x85";
+    CHECK(validate("GET", 1001, 0, &pol, f, &res) == 403);
+    CHECK(strstr(res.reason, "'h\\x85://ws.\\x01example\\xe9:443'") != NULL);
+    for (i = 0; res.reason[i]; i++) {
+        CHECK(res.reason[i] >= 0x20 && res.reason[i] < 0x7f);
+    }
+}
+
 static void test_name_matches(void)
 {
     const char *h = "a.b.example.com";
@@ -388,6 +406,7 @@ int main(void)
     test_origin_same();
     test_origin_headers_and_modes();
     test_reason_is_printable();
+    test_reason_escapes_server_names();
     test_name_matches();
     printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
