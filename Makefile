@@ -150,13 +150,25 @@ fuzz: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 	              "no finding\n", t, n, r, u }' $(FUZZ_DIR)/$$t.log; \
 	done
 
+# make fuzz-merge: the committed corpora become the smallest sets that keep
+# every feature (edges and hit counts) of what they and build/fuzz/corpus
+# reach; a target for which that is more than FUZZ_CORPUS_MAX files keeps
+# every edge only.
+FUZZ_CORPUS_MAX ?= 400
 fuzz-merge: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 	@for t in $(FUZZ_TARGETS); do \
-	    mkdir -p $(FUZZ_DIR)/merged/$$t && rm -f $(FUZZ_DIR)/merged/$$t/*; \
-	    $(FUZZ_DIR)/$$t -merge=1 $(FUZZ_DIR)/merged/$$t $(call FUZZ_CORPUS,$$t) \
-	        $(FUZZ_DIR)/corpus/$$t > $(FUZZ_DIR)/$$t.merge.log 2>&1 || exit 1; \
-	    rm -f $(call FUZZ_CORPUS,$$t)/* && cp $(FUZZ_DIR)/merged/$$t/* $(call FUZZ_CORPUS,$$t)/; \
-	    echo "$$t: $$(ls $(call FUZZ_CORPUS,$$t) | wc -l) files"; \
+	    out=$(FUZZ_DIR)/merged/$$t; \
+	    for counters in 1 0; do \
+	        rm -rf $$out && mkdir -p $$out $(FUZZ_DIR)/corpus/$$t; \
+	        $(FUZZ_DIR)/$$t -merge=1 -use_counters=$$counters $$out \
+	            $(call FUZZ_CORPUS,$$t) $(FUZZ_DIR)/corpus/$$t \
+	            > $(FUZZ_DIR)/$$t.merge.log 2>&1 || exit 1; \
+	        [ $$(ls $$out | wc -l) -le $(FUZZ_CORPUS_MAX) ] && break; \
+	    done; \
+	    rm -f $(call FUZZ_CORPUS,$$t)/* && cp $$out/* $(call FUZZ_CORPUS,$$t)/; \
+	    echo "$$t: $$(ls $(call FUZZ_CORPUS,$$t) | wc -l) files, $$(cat \
+	        $(call FUZZ_CORPUS,$$t)/* | wc -c) bytes$$([ $$counters = 0 ] \
+	        && echo ', edges only')"; \
 	done
 
 unit: deps $(UNIT_TESTS) $(FUZZ_REPLAY)
