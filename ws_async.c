@@ -4,8 +4,9 @@
  * threads that the module starts in each child (ws_async_int.h lists the
  * files of the engine).
  *
- * How a connection gets here (../shared/design/apache-async.md has the
- * httpd source references):
+ * How a connection gets here (httpd 2.4's server/mpm/event/event.c,
+ * process_socket and notify_suspend, and modules/http/http_request.c,
+ * ap_process_async_request, are the references):
  *   1. the handler sends the 101 and returns SUSPENDED; the MPM marks the
  *      connection suspended and forgets it: no timeout, no poll;
  *   2. the MPM runs the suspend_connection hook on the worker thread; we
