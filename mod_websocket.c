@@ -181,6 +181,16 @@ static const char *set_handler(cmd_parms *cmd, void *dconf, const char *path,
     ref->path = ap_server_root_relative(cmd->pool, path);
     ref->symbol = apr_pstrdup(cmd->pool, symbol);
     ref->section = cmd->path ? apr_pstrdup(cmd->pool, cmd->path) : NULL;
+    ref->section_is_location = cmd->path && cmd->directive
+        && cmd->directive->parent
+        && !ap_cstr_casecmpn(cmd->directive->parent->directive, "<Location", 9);
+    if (ref->section_is_location
+        && (!ap_cstr_casecmp(cmd->directive->parent->directive, "<LocationMatch")
+            || (cmd->directive->parent->args
+                && cmd->directive->parent->args[0] == '~'))) {
+        /* Compiled as core compiled it, to find where its match ends. */
+        ref->section_regex = ap_pregcomp(cmd->pool, cmd->path, AP_REG_EXTENDED);
+    }
     if (!ref->path) {
         return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'",
                             path);
@@ -857,10 +867,23 @@ static void child_stopping(apr_pool_t *pchild, int graceful)
     ws_sync_child_stopping(graceful);
 }
 
+/* A WebSocket's address names no file: when the DocumentRoot happens to
+ * hold a directory of that name, mod_dir (a later fixup) would answer the
+ * handshake with DirectorySlash's 301 instead of letting it reach us. */
+static int not_a_directory(request_rec *r)
+{
+    if (r->handler && !strcmp(r->handler, WS_HANDLER_NAME)
+        && r->finfo.filetype == APR_DIR) {
+        r->finfo.filetype = APR_NOFILE;
+    }
+    return DECLINED;
+}
+
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(not_a_directory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(shared_memory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);

@@ -4,6 +4,7 @@ plugin threads; v0 plugins beside it keep working (the rest of the suite
 runs them)."""
 
 import base64
+import os
 import re
 import time
 
@@ -19,6 +20,8 @@ V2 = harness.test_plugin_so("v2probe")
 
 def v2_conf(h):
     import subprocess
+    os.makedirs(os.path.join(h.docroot, "v2dir", "a"), exist_ok=True)
+    os.makedirs(os.path.join(h.docroot, "v2deep"), exist_ok=True)
     pw = h.root + "/htpasswd"
     subprocess.run(["htpasswd", "-bc", pw, AUTH_USER, AUTH_PASS], check=True,
                    capture_output=True)
@@ -50,6 +53,15 @@ def v2_conf(h):
                     "    WebSocketMaxMessageSize 4M\n"),
         ws_location("/v2nodeflate", V2, "v2stream_init",
                     "    WebSocketCompression Off\n"),
+        # path_info(): the DocumentRoot holds a directory named like the
+        # location (Apache's own path_info of /v2dir/a/b would be /b).
+        ws_location("/v2dir", V2, "v2probe_init",
+                    "    WebSocketCompression Off\n"),
+        ws_location("/v2deep/er/sub", V2, "v2probe_init",
+                    "    WebSocketCompression Off\n"),
+        '<LocationMatch "^/v2re/[0-9]+">\n    SetHandler websocket-handler\n'
+        '    WebSocketHandler "%s" v2probe_init\n'
+        '    WebSocketCompression Off\n</LocationMatch>\n' % V2,
     ])
 
 
@@ -119,6 +131,20 @@ def test_info_strings(v2srv):
         assert c.recv_text() == "param size=(null)"
         c.send_text("userdata")
         assert c.recv_text() == "userdata ok"
+        c.close_handshake(1000)
+
+
+@pytest.mark.parametrize("path,rest", [
+    ("/v2dir/a/b", "/a/b"),              # a directory of the same name
+    ("/v2dir", ""),
+    ("/v2deep/er/sub/news", "/news"),    # deeper than the DocumentRoot
+    ("/v2re/42/tail/x?q=1", "/tail/x"),  # after a <LocationMatch>'s match
+])
+def test_path_info_is_the_rest_after_the_location(v2srv, path, rest):
+    with conn(v2srv, "pi", path=path) as c:
+        c.send_text("info")
+        info = c.recv_text()
+        assert info.endswith(" path=" + rest), info
         c.close_handshake(1000)
 
 
