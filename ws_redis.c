@@ -48,7 +48,7 @@ const ws_redis_conf *ws_redis_conf_get(void)
 
 int ws_redis_enabled(void)
 {
-    return configured && ws_redis_node_get() != NULL;
+    return configured && ws_shm_ring() && ws_redis_node_get() != NULL;
 }
 
 /* "[user]:password@" at the front of s, percent-decoded. */
