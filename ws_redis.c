@@ -51,7 +51,7 @@ int ws_redis_enabled(void)
     return configured && ws_shm_ring() && ws_redis_node_get() != NULL;
 }
 
-/* "[user]:password@" at the front of s, percent-decoded. */
+/* "[user]:password@" (without the '@'), percent-decoded. */
 static const char *parse_userinfo(apr_pool_t *p, char *userinfo)
 {
     char *colon = strchr(userinfo, ':');
@@ -162,9 +162,11 @@ const char *ws_redis_set_url(cmd_parms *cmd, void *dconf, const char *arg)
         return NULL;
     }
     if ((err = parse_url(cmd->pool, arg))) {
+        /* Never the password in a message. */
         return apr_psprintf(cmd->pool, "WebSocketRedis %s: %s (see "
-                            "docs/redis.md)", conf.password ? "(URL with a "
-                            "password)" : arg, err);
+                            "docs/redis.md)", strchr(arg, '@')
+                            ? "(URL not shown: it may hold a password)" : arg,
+                            err);
     }
     conf.url = apr_pstrdup(cmd->pool, arg);
     configured = 1;
@@ -366,13 +368,13 @@ static int lock_relay(ws_redis_node *node)
     struct timespec until;
     int rc;
 
-    clock_gettime(CLOCK_REALTIME, &until);
+    clock_gettime(CLOCK_MONOTONIC, &until);
     until.tv_nsec += 250 * 1000 * 1000;
     if (until.tv_nsec >= 1000000000L) {
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    rc = pthread_mutex_timedlock(&node->relay_lock, &until);
+    rc = pthread_mutex_clocklock(&node->relay_lock, CLOCK_MONOTONIC, &until);
     if (rc == EOWNERDEAD) {
         /* The relay's child died holding it: what it guarded (the cursor,
          * the flags) is checked by the next relay anyway. */

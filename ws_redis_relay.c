@@ -362,6 +362,7 @@ void ws_redis_relay_run(server_rec *s, ws_ring *ring, int stop_fd,
     r.pub.stop_fd = stop_fd;
     __atomic_store_n(&r.node->pub_up, 0, __ATOMIC_RELEASE);
     __atomic_store_n(&r.node->sub_up, 0, __ATOMIC_RELEASE);
+    ws_redis_interest_reset();
     if (!relay_setup(&r) || !ws_redis_sub_start(s, ring, stop_fd)) {
         ap_log_error(APLOG_MARK, APLOG_ERR, APR_ENOMEM, s, "cannot start the "
                      "WebSocket Redis relay");
@@ -371,7 +372,6 @@ void ws_redis_relay_run(server_rec *s, ws_ring *ring, int stop_fd,
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "WebSocket Redis relay for %s "
                  "runs in this child (node id %016" APR_UINT64_T_HEX_FMT ")",
                  r.conf->where, r.node->node_id);
-    ws_redis_interest_reset();
     reader_start(&r);
     publish_query(&r);
     while (!must_stop(&r)) {

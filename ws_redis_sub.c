@@ -260,15 +260,16 @@ static void changes(sub *b)
     }
 }
 
-/* Everything Redis sent; the link may go down. */
+/* What Redis sent, up to a bound (changes of the interest set wait for
+ * no longer); the link may go down. */
 static void incoming(sub *b)
 {
     redisReply *r;
-    int rc;
+    int rc = 0, n = 0;
 
     b->last_rx = apr_time_now();
     b->ping_sent = 0;
-    while ((rc = ws_redis_link_poll_reply(&b->link, &r)) > 0) {
+    while (n++ < 4096 && (rc = ws_redis_link_poll_reply(&b->link, &r)) > 0) {
         reply_in(b, r);
         freeReplyObject(r);
     }
@@ -292,12 +293,18 @@ static void keepalive(sub *b, apr_time_t now)
     }
 }
 
+/* Replies read but not yet taken (incoming() stopped at its bound). */
+static int buffered(const sub *b)
+{
+    return b->link.c && b->link.c->reader->pos < b->link.c->reader->len;
+}
+
 static int poll_timeout(sub *b, apr_time_t now)
 {
     apr_time_t until = !b->link.c ? b->retry_at
                      : b->ping_sent ? b->ping_sent + b->conf->timeout
                      : b->last_rx + KEEPALIVE;
-    apr_interval_time_t left = until - now;
+    apr_interval_time_t left = buffered(b) ? 0 : until - now;
 
     if (left > APR_USEC_PER_SEC) {
         left = APR_USEC_PER_SEC;
@@ -332,7 +339,7 @@ static void *sub_main(void *unused)
         if (n > 0 && fds[0].revents) {
             changes(b);
         }
-        if (n > 0 && fds[2].revents && b->link.c) {
+        if ((n > 0 && fds[2].revents && b->link.c) || buffered(b)) {
             incoming(b);
         }
         if (b->link.c) {

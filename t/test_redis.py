@@ -95,7 +95,7 @@ def subscriber(node, topic):
 def fence(node, subs, topic, text):
     """Publishes text on node; each of subs must get it as its very next
     message (nothing duplicated before it)."""
-    publish(node, topic, text)
+    assert publish(node, topic, text)["replicated"] is True
     for ws in subs:
         assert ws.recv_text(10) == text
 
@@ -273,6 +273,7 @@ def test_redis_down_then_back(make_httpd):
         a.expect_log("is back", mark_a, timeout=15)
         r.wait_numsub(PREFIX + "live", 2, timeout=15)
         wait_replicated(a, True)
+        wait_replicated(b, True)
         publish(a, "live", "after the outage")
         assert sa.recv_text(10) == "after the outage"
         # B missed the local ones (Redis was away), and gets this one.
