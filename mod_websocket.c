@@ -34,6 +34,7 @@
 #include "ws_conn.h"
 #include "ws_handshake.h"
 #include "ws_mem.h"
+#include "ws_redis.h"
 #include "ws_shm.h"
 #include "ws_topic.h"
 #include "ws_version.h"
@@ -850,6 +851,7 @@ static int shared_memory(apr_pool_t *pconf, apr_pool_t *plog,
     (void)plog, (void)ptemp;
     /* Failing leaves topics off and says so; the server still starts. */
     ws_shm_post_config(pconf, s, topic_buffer);
+    ws_redis_post_config(s, topic_buffer > 0);
     return OK;
 }
 
@@ -857,12 +859,14 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     ws_shm_child_init(pchild, s);
     ws_topic_child_init(pchild, s);
+    ws_redis_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
 
 static void child_stopping(apr_pool_t *pchild, int graceful)
 {
+    ws_redis_child_stopping();
     ws_async_child_stopping(pchild, graceful);
     ws_sync_child_stopping(graceful);
 }

@@ -6,6 +6,9 @@
  * table of {topic hash, subscribers}.  A child writes only its own
  * table; anyone reads any.  Slots are twice ServerLimit, so that the
  * children of two generations of a graceful restart have one each.
+ * Last, the node area (ws_redis.c's: the Redis relay's election and
+ * counters), made whether or not Redis is configured, since a restart
+ * may turn it on.
  */
 #include <errno.h>
 #include <signal.h>
@@ -20,6 +23,7 @@
 #include "http_core.h"
 #include "ap_mpm.h"
 
+#include "ws_redis.h"
 #include "ws_shm.h"
 
 APLOG_USE_MODULE(websocket);
@@ -48,6 +52,7 @@ typedef struct shm_layout {
     int slots;
     size_t per_child;                /* entries, a power of 2 */
     size_t table_bytes;
+    size_t node_offset, node_bytes;  /* the node area (ws_redis.h) */
 } shm_layout;
 
 /* This child's view. */
@@ -101,15 +106,18 @@ static int compute_layout(shm_layout *l, apr_off_t capacity)
             return 0;
         }
     }
-    l->size = l->ring_bytes + (size_t)l->slots * l->table_bytes;
+    l->node_offset = l->ring_bytes + (size_t)l->slots * l->table_bytes;
+    l->node_bytes = ws_redis_node_size();
+    l->size = l->node_offset + l->node_bytes;
     l->mem = mmap(NULL, l->size, PROT_READ | PROT_WRITE,
                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (l->mem == MAP_FAILED) {
         l->mem = NULL;
         return 0;
     }
-    if (capacity > 0 && ws_ring_init(l->mem, l->ring_bytes, (size_t)capacity,
-                                     max_message, index_slots) != WS_RING_OK) {
+    if ((capacity > 0 && ws_ring_init(l->mem, l->ring_bytes, (size_t)capacity,
+                                      max_message, index_slots) != WS_RING_OK)
+        || !ws_redis_node_init((char *)l->mem + l->node_offset)) {
         munmap(l->mem, l->size);
         l->mem = NULL;
         return 0;
@@ -244,6 +252,15 @@ ws_ring *ws_shm_ring(void)
 int ws_shm_child_index(void)
 {
     return my_index;
+}
+
+void *ws_shm_node(size_t *size)
+{
+    if (!layout) {
+        return NULL;
+    }
+    *size = layout->node_bytes;
+    return (char *)layout->mem + layout->node_offset;
 }
 
 static uint64_t nonzero(uint64_t hash)

@@ -1,7 +1,8 @@
 /*
  * ws_shm.h - the memory every child process of the server shares: the
- * topics' message ring (ws_ring.h) and a table per child of how many of
- * its connections subscribe to each topic.
+ * topics' message ring (ws_ring.h), a table per child of how many of
+ * its connections subscribe to each topic, and the node area of the
+ * Redis relay (ws_redis.h).
  *
  * The parent maps it once, anonymous and shared, in its first real
  * post_config, before any child is forked, and keeps it for its whole
@@ -44,5 +45,9 @@ long ws_shm_subscribers(uint64_t topic_hash);
 /* This child's number among the children (its count table), for ids
  * that must differ across children; -1 without topics. */
 int ws_shm_child_index(void);
+
+/* The node area (ws_redis.h's, of *size bytes), or NULL when the shared
+ * memory could not be made. */
+void *ws_shm_node(size_t *size);
 
 #endif /* WS_SHM_H */

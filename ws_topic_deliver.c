@@ -313,6 +313,15 @@ static void *reader_main(void *unused)
     while (!__atomic_load_n(&reader_stop, __ATOMIC_ACQUIRE)) {
         ws_ring_status st = ws_ring_peek(ring, &rd, rec);
 
+        if (st == WS_RING_OK && (rec->flags & TOPIC_CONTROL)) {
+            /* The Redis relay's: never delivered; a new relay asks every
+             * child for the topics it has subscribers to. */
+            if (rec->flags & TOPIC_QUERY) {
+                ws_topic_announce_all();
+            }
+            ws_ring_skip(ring, &rd, NULL);
+            continue;
+        }
         if (st == WS_RING_OK && !ws_topic_maybe_local(rec->topic_hash)) {
             ws_ring_skip(ring, &rd, NULL);
             continue;

@@ -24,6 +24,9 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
   e      permessage-deflate: 1 KiB JSON echo, compression on vs off:
          server CPU us/msg and wire bytes per message; zlib memory per
          connection (bench/deflate_memory)
+  r      WebSocketRedis: cross-node delivery latency p50/p99 and
+         publishes/s through a redis-server of our own, against
+         local-only delivery (bench/redis_scenario.py)
 
 Writes nothing outside /tmp, except docs/performance.md's results block
 with --write-docs.  Every process it starts has a bounded lifetime and is
@@ -62,7 +65,7 @@ DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "r")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -616,6 +619,11 @@ def scenario_f(args, work, abusers=2):
         h.stop()
 
 
+def scenario_r(args, work):
+    import redis_scenario
+    redis_scenario.scenario_r(args, work, sys.modules[__name__])
+
+
 # ---- docs ----------------------------------------------------------------------
 
 def machine():
@@ -703,6 +711,7 @@ def main(argv=None):
                  ("d", lambda: scenario_d(args, work)),
                  ("e", lambda: scenario_e(args, work)),
                  ("f", lambda: scenario_f(args, work)),
+                 ("r", lambda: scenario_r(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False
