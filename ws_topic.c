@@ -283,6 +283,9 @@ int ws_topic_subscribe(ws_conn *wc, const char *name, size_t len, int flags,
             if (t->count == 1) {
                 name_to_relay(name, len);
             }
+            /* This child's reader may be behind the ring: what it has
+             * still to deliver was published before this subscription. */
+            sub->replayed_until = ws_ring_newest_seq(ws_shm_ring());
             if (sub->ids && resume_after) {
                 ws_topic_replay(sub, ws_topic_parse_id(resume_after));
             }

@@ -391,8 +391,14 @@ static int collect(void *baton, const ws_ring_record *rec)
     ws_ring_record *copy;
     uint8_t *payload;
 
+    int opcode = (int)(rec->flags & TOPIC_OPCODE_MASK);
+
     if (rp->count == rp->max) {
         return 1;
+    }
+    if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY)
+        || (rec->flags & TOPIC_CLOSE)) {
+        return 0;                    /* a close before it subscribed */
     }
     copy = malloc(sizeof(*copy));
     payload = malloc(rec->payload_len + 1);
@@ -448,7 +454,9 @@ void ws_topic_replay(ws_subscription *sub, int64_t after_seq)
             too_slow(sub);
         }
     }
-    sub->replayed_until = res.snapshot_seq;
+    if (res.snapshot_seq > sub->replayed_until) {
+        sub->replayed_until = res.snapshot_seq;
+    }
     for (i = 0; i < rp.count; i++) {
         free(rp.recs[i]);
         free(rp.payloads[i]);
