@@ -28,11 +28,11 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 libclang-rt-14-dev chromium $(DEB_BUILD_PACKAGES)
 
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
-              ws_topic.c ws_topic_deliver.c ws_shm.c ws_ring.c ws_ring_history.c \
+              ws_topic.c ws_topic_deliver.c ws_publish.c ws_shm.c ws_ring.c ws_ring_history.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c \
               ws_frame.c ws_deflate.c
-MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_topic_int.h ws_shm.h ws_ring.h \
+MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h \
               ws_frame.h ws_deflate.h websocket_plugin.h ws_directives.h ws_version.h
 PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
