@@ -19,6 +19,7 @@ def pubsub_conf(h):
     return (topics_conf(h)
             + sub_location("/sub-hist", "WebSocketTopicHistory 1000")
             + sub_location("/sub-short", "WebSocketTopicHistory 5")
+            + sub_location("/api/v1/sub")
             + sub_location("/sub-takeover",
                            "WebSocketCompressionServerContextTakeover On"))
 
@@ -148,6 +149,20 @@ def test_topic_over_1024_bytes_is_refused(ps):
     WSClient(ps.port, "/sub/" + "t" * 1025, expect_status=403).close()
     with subscribe(ps, "t" * 1024):
         pass
+
+
+@pytest.mark.xfail(strict=True, reason="core bug (ws_conn.c rest_of_path): "
+                   "path_info() prefers Apache's r->path_info, which is the "
+                   "path after the first directory missing from the "
+                   "DocumentRoot (/v1/sub/news here), to the rest after the "
+                   "handler's <Location> (/news)")
+def test_topic_under_a_nested_location(ps):
+    """websocket_plugin.h: path_info() is "the part of the path after the
+    <Location> that configured the handler"; the publisher agrees."""
+    topic = unique("nested")
+    with subscribe(ps, topic, path="/api/v1/sub") as c:
+        assert publish(ps, topic, "deep")["subscribers"] == 1
+        assert c.recv_message() == (OP_TEXT, b"deep")
 
 
 def test_without_the_subprotocol_no_ids(ps):
