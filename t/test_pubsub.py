@@ -5,6 +5,7 @@ topic's history; a slow subscriber is closed with 1013 (or, with Drop,
 told of the gap) while the others get everything."""
 
 import http.client
+import os
 
 import pytest
 
@@ -163,6 +164,22 @@ def test_topic_under_a_nested_location(ps):
     with subscribe(ps, topic, path="/api/v1/sub") as c:
         assert publish(ps, topic, "deep")["subscribers"] == 1
         assert c.recv_message() == (OP_TEXT, b"deep")
+
+
+@pytest.mark.xfail(strict=True, reason="core bug (ws_conn.c rest_of_path), "
+                   "as above: with a directory sub/ in the DocumentRoot, "
+                   "Apache's path_info of /sub/a/b is /b; and with no "
+                   "DocumentRoot directory at all (the compiled-in default "
+                   "missing) it is the whole path")
+def test_topic_when_the_document_root_has_the_locations_name(make_httpd):
+    def conf(h):
+        os.makedirs(os.path.join(h.docroot, "sub"))
+        return pub_location() + sub_location()
+    h = make_httpd(conf)
+    h.start()
+    with subscribe(h, "a/b") as c:
+        assert publish(h, "a/b", "found")["subscribers"] == 1
+        assert c.recv_message() == (OP_TEXT, b"found")
 
 
 def test_without_the_subprotocol_no_ids(ps):
