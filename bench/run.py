@@ -60,6 +60,7 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(REPO, "t"))
 
 import harness  # noqa: E402
+import topics  # noqa: E402
 from wsraw import wait_for  # noqa: E402
 
 APACHE = harness.APACHE
@@ -632,28 +633,12 @@ def scenario_f(args, work, abusers=2):
 
 # ---- topics (g, h) -------------------------------------------------------------
 
-TOPIC_LOCATIONS = """\
-<Location /sub>
-    SetHandler websocket-handler
-    WebSocketHandler "{pubsub}" pubsub_init
-</Location>
-<Location /pub>
-    SetHandler websocket-publish
-    Require ip 127.0.0.1
-</Location>
-<Location /chat>
-    SetHandler websocket-handler
-    WebSocketHandler "{chat}" chat_init
-</Location>
-"""
-
-
 def topics_httpd(work, name):
     """Two children (ServerLimit 2) of 25 threads, the topics' locations,
     and a DocumentRoot (with static32.txt, h's reference)."""
     h = Httpd(work, name, threads_per_child=25, server_limit=2, docroot=None,
-              extra=TOPIC_LOCATIONS.format(pubsub=harness.plugin_so("pubsub"),
-                                           chat=harness.plugin_so("chat")))
+              extra=(topics.sub_location() + topics.chat_location()
+                     + topics.pub_location(extra="Require ip 127.0.0.1")))
     with open(os.path.join(h.docroot, "static32.txt"), "w") as f:
         f.write("x" * 31 + "\n")
     os.chmod(os.path.join(h.docroot, "static32.txt"), 0o644)

@@ -4,6 +4,8 @@ plugin, reaches subscribers in every child; the counts are the server's;
 after a graceful restart new children carry on with the same ring, ids
 and history."""
 
+import contextlib
+
 import pytest
 
 from conftest import serve
@@ -34,22 +36,23 @@ def two():
 
 
 def probes_in_every_child(h, limit=300):
-    """v2probe connections until each child serves at least one (the
-    listener of whichever child accepts first takes a connection);
-    returns {pid: [connections]}."""
+    """v2probe connections until each child serves one (the listener of
+    whichever child accepts first takes a connection); {pid: conn}."""
     wait_for(lambda: len(h.children()) == 2, "two children", timeout=15)
     by_pid, extra = {}, []
-    for _ in range(limit):
-        c = WSClient(h.port, "/probe")
-        pid = probe_pid(c)
-        if pid in by_pid:
-            extra.append(c)
-        else:
-            by_pid[pid] = [c]
-        if len(by_pid) == 2:
-            break
-    for c in extra:
-        c.close()
+    try:
+        for _ in range(limit):
+            c = WSClient(h.port, "/probe")
+            pid = probe_pid(c)
+            if pid in by_pid:
+                extra.append(c)
+            else:
+                by_pid[pid] = c
+            if len(by_pid) == 2:
+                break
+    finally:
+        for c in extra:
+            c.close()
     assert len(by_pid) == 2, "every connection went to one child"
     assert set(by_pid) <= set(h.children())
     return by_pid
@@ -63,65 +66,54 @@ def subscribe_probe(c, topic):
     assert c.recv_text().startswith("queued ")
 
 
-def close_all(by_pid):
-    for conns in by_pid.values():
-        for c in conns:
+@contextlib.contextmanager
+def subscribed_in_both(h, topic):
+    """A v2probe connection in each child, subscribed to topic, counted
+    by the server; yields [(pid, conn), (pid, conn)]."""
+    by_pid = probes_in_every_child(h)
+    try:
+        for c in by_pid.values():
+            subscribe_probe(c, topic)
+        assert request(h, "GET", "/pub/" + topic).json["subscribers"] == 2
+        yield sorted(by_pid.items())
+    finally:
+        for c in by_pid.values():
             c.close()
 
 
 def test_a_post_reaches_subscribers_in_every_child(two):
     topic = unique("everywhere")
-    by_pid = probes_in_every_child(two)
-    try:
-        conns = [c for cs in by_pid.values() for c in cs]
-        for c in conns:
-            subscribe_probe(c, topic)
-        assert request(two, "GET", "/pub/" + topic).json["subscribers"] == 2
+    with subscribed_in_both(two, topic) as probes:
         for i in range(5):
-            body = publish(two, topic, "post %d" % i)
-            assert body["subscribers"] == 2
-        for c in conns:
+            assert publish(two, topic, "post %d" % i)["subscribers"] == 2
+        for _, c in probes:
             assert [c.recv_message() for _ in range(5)] == \
                 [(OP_TEXT, b"post %d" % i) for i in range(5)]
-    finally:
-        close_all(by_pid)
 
 
 def test_a_plugin_publish_reaches_the_other_child(two):
     topic = unique("crosschild")
-    by_pid = probes_in_every_child(two)
-    try:
-        (pa, (a,)), (pb, (b,)) = sorted(by_pid.items())
-        for c in (a, b):
-            subscribe_probe(c, topic)
+    with subscribed_in_both(two, topic) as ((pa, a), (pb, b)):
         a.send_text("pubx:%s:from child %d" % (topic, pa))
         assert b.recv_message() == (OP_TEXT, b"from child %d" % pa)
         a.expect_silence()                 # excluded itself
         b.send_text("pub:%s:from child %d" % (topic, pb))
         assert a.recv_message() == (OP_TEXT, b"from child %d" % pb)
         assert b.recv_message() == (OP_TEXT, b"from child %d" % pb)
-    finally:
-        close_all(by_pid)
 
 
 def test_chat_rooms_span_the_children(two):
     """A chat member's message reaches listeners of its room's topic in
     both children (probes subscribed to chat/<room>)."""
     room = unique("room")
-    by_pid = probes_in_every_child(two)
-    try:
-        conns = [c for cs in by_pid.values() for c in cs]
-        for c in conns:
-            subscribe_probe(c, "chat/" + room)
-        with WSClient(two.port, "/chat/" + room) as a, \
-                WSClient(two.port, "/chat/" + room) as b:
-            a.send_text("to the room")
-            assert b.recv_message() == (OP_TEXT, b"to the room")
-            for c in conns:
-                assert c.recv_message() == (OP_TEXT, b"to the room")
-            a.expect_silence()
-    finally:
-        close_all(by_pid)
+    with subscribed_in_both(two, "chat/" + room) as probes, \
+            WSClient(two.port, "/chat/" + room) as a, \
+            WSClient(two.port, "/chat/" + room) as b:
+        a.send_text("to the room")
+        assert b.recv_message() == (OP_TEXT, b"to the room")
+        for _, c in probes:
+            assert c.recv_message() == (OP_TEXT, b"to the room")
+        a.expect_silence()
 
 
 @pytest.mark.slow
@@ -145,17 +137,9 @@ def test_graceful_restart_keeps_ring_ids_and_history(two):
         assert [g[0] for g in got] == ids
         assert all(g[1] is None for g in got)
     # New subscribers in both new children get what any child publishes.
-    by_pid = probes_in_every_child(two)
-    try:
-        conns = [c for cs in by_pid.values() for c in cs]
-        for c in conns:
-            subscribe_probe(c, topic)
-        assert request(two, "GET", "/pub/" + topic).json["subscribers"] == 2
+    with subscribed_in_both(two, topic) as ((pa, a), (pb, b)):
         publish(two, topic, "to the new generation")
-        for c in conns:
+        for c in (a, b):
             assert c.recv_message() == (OP_TEXT, b"to the new generation")
-        (pa, (a,)), (pb, (b,)) = sorted(by_pid.items())
         a.send_text("pubx:%s:new child %d" % (topic, pa))
         assert b.recv_message() == (OP_TEXT, b"new child %d" % pa)
-    finally:
-        close_all(by_pid)
