@@ -145,6 +145,13 @@ class Page:
                     " (last: %s)" % err if err else ""))
             time.sleep(0.05)
 
+    def offline(self, flag):
+        """Network emulation: offline pages open no new connection (their
+        WebSockets' reconnections fail) until online again."""
+        self.call("Network.enable")
+        self.call("Network.emulateNetworkConditions", offline=bool(flag),
+                  latency=0, downloadThroughput=-1, uploadThroughput=-1)
+
     def type_into(self, selector, text):
         """Focuses the element, types text as keyboard input, then Enter."""
         self.eval("document.querySelector(%s).focus()" % json.dumps(selector))

@@ -125,19 +125,25 @@ def test_demo_chat_and_feed_in_two_browser_contexts(make_httpd):
 
 
 def test_feed_catches_up_after_the_server_restarts(make_httpd):
-    """The page's client keeps the last id and resumes: what is published
-    while it reconnects (after the 1001 of a graceful restart) shows."""
+    """The page's client keeps the last id and resumes: a line published
+    while it cannot come back (offline, after the 1001 of a graceful
+    restart) shows once it can, from the topic's history."""
     h = demo_server(make_httpd)
     with cdp.Chromium() as browser:
         page = browser.new_context().open(h.url("/"))
         page.wait("document.getElementById('feed-state').textContent"
                   " === 'open'", "feed open")
-        topics.publish(h, "feed", "one")
+        first = topics.publish(h, "feed", "one")["id"]
         page.wait("document.querySelectorAll('#feed-log .msg').length === 1")
+        page.offline(True)
         h.graceful()
         page.wait("document.getElementById('feed-state').textContent"
-                  " !== 'open'", "the feed saw the restart")
+                  ".startsWith('closed')", "the feed saw the restart")
         topics.publish(h, "feed", "two")
+        page.offline(False)
         page.wait("document.querySelectorAll('#feed-log .msg').length === 2",
-                  "the line published during the restart")
+                  "the line published while it was away", timeout=30)
         assert lines(page, "feed-log") == ["one", "two"]
+    # Written when that WebSocket ends (the browser is gone).
+    h.expect_log('"GET /sub/feed?last_id=%s HTTP/1.1" 101' % first,
+                 which="access")
