@@ -35,6 +35,7 @@
 #include "ws_handshake.h"
 #include "ws_mem.h"
 #include "ws_redis.h"
+#include "ws_publish.h"
 #include "ws_shm.h"
 #include "ws_topic.h"
 #include "ws_version.h"
@@ -888,6 +889,7 @@ static void register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(not_a_directory, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ws_publish_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(shared_memory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);

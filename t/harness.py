@@ -639,7 +639,22 @@ def demo_conf(h):
     SetHandler websocket-handler
     WebSocketHandler "{dumb}" dumb_increment_init
 </Location>
-""".format(echo=h.echo_so, dumb=h.dumb_so)
+# Topics: the live feed (/sub/feed, fed by curl -d ... /pub/feed) and chat.
+<Location /sub>
+    SetHandler websocket-handler
+    WebSocketHandler "{pubsub}" pubsub_init
+    WebSocketTopicHistory 100
+</Location>
+<Location /pub>
+    SetHandler websocket-publish
+    Require ip 127.0.0.1
+</Location>
+<Location /chat>
+    SetHandler websocket-handler
+    WebSocketHandler "{chat}" chat_init
+</Location>
+""".format(echo=h.echo_so, dumb=h.dumb_so, pubsub=plugin_so("pubsub"),
+           chat=plugin_so("chat"))
 
 
 def main(argv=None):
@@ -672,9 +687,12 @@ def main(argv=None):
         except HttpdError as e:
             print(e, file=sys.stderr)
             return 1
-        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s)"
+        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s, "
+              "chat: %s, feed: %s)"
               % (h.url("/"), h.url("/echo", "ws"),
-                 h.url("/dumb-increment", "ws")))
+                 h.url("/dumb-increment", "ws"), h.url("/chat/<room>", "ws"),
+                 h.url("/sub/feed", "ws")))
+        print("publish to the feed: curl -d 'hello' %s" % h.url("/pub/feed"))
         print("error log: %s   (Ctrl-C stops)" % h.error_log_path)
         sys.stdout.flush()
         while not stopping and h.running():
