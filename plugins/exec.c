@@ -21,10 +21,8 @@
  * of it, and the poller ends it.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "apr_strings.h"
@@ -142,6 +140,8 @@ static void *CALLBACK exec_on_connect(const WebSocketServer *server)
     return c;
 }
 
+/* The poller starts the program: posix_spawn waits until the program is
+ * exec'ed, which an event loop must not. */
 static void CALLBACK exec_on_open(void *priv, const WebSocketServer *server)
 {
     exec_conn *c = priv;
@@ -149,18 +149,14 @@ static void CALLBACK exec_on_open(void *priv, const WebSocketServer *server)
     int rc;
 
     pthread_mutex_lock(&p->lock);
-    rc = exec_proc_spawn(p, &c->conf, c->envp);
-    if (rc == 0 && (rc = exec_poll_add(p)) != 0) {
-        /* Nobody would watch it: end it now, and leave it to
-         * on_disconnect to free as one never started. */
-        kill(-p->pid, SIGKILL);
-        waitpid(p->pid, NULL, 0);
-        p->pid = 0;
-    }
+    p->start_conf = &c->conf;
+    p->start_env = c->envp;
+    rc = exec_poll_add(p);
+    p->handed = rc == 0;
     pthread_mutex_unlock(&p->lock);
     if (rc != 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, "%s: cannot start it",
-                     p->label);
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, "%s: cannot start the "
+                     "thread that watches programs", p->label);
         server->close_with(server, 1011, "cannot start the program");
     }
 }
@@ -190,7 +186,7 @@ static void CALLBACK exec_on_drain(void *priv, const WebSocketServer *server)
 
     (void)server;
     pthread_mutex_lock(&p->lock);
-    if (p->out_paused && p->pid) {
+    if (p->out_paused && p->handed) {
         p->out_paused = 0;
         exec_poll_kick(p);
     }
@@ -217,13 +213,15 @@ static void CALLBACK exec_on_disconnect(void *priv,
     int locked;
 
     (void)server;
-    if (!p->pid) {
-        /* Never started (or could not be): the poller never saw it. */
+    if (!p->handed) {
+        /* The poller never saw it. */
         exec_proc_free(p);
         return;
     }
     locked = lock_for_disconnect(p);
     p->server = NULL;
+    p->start_conf = NULL;
+    p->start_env = NULL;
     p->detached = 1;
     exec_poll_kick(p);
     if (locked) {

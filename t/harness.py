@@ -630,6 +630,11 @@ class Httpd:
 # ---- make run ---------------------------------------------------------------
 
 def demo_conf(h):
+    # The exec plugin's system monitor, copied where httpd's user can run
+    # it.
+    sysmon = os.path.join(h.root, "sysmon.sh")
+    shutil.copy(os.path.join(REPO, "demo", "sysmon.sh"), sysmon)
+    os.chmod(sysmon, 0o755)
     return """
 <Location /echo>
     SetHandler websocket-handler
@@ -639,7 +644,14 @@ def demo_conf(h):
     SetHandler websocket-handler
     WebSocketHandler "{dumb}" dumb_increment_init
 </Location>
-""".format(echo=h.echo_so, dumb=h.dumb_so)
+<Location /monitor>
+    SetHandler websocket-handler
+    WebSocketHandler "{exec_so}" exec_init
+    WebSocketParam command "{sysmon}"
+    WebSocketParam max_processes 20
+</Location>
+""".format(echo=h.echo_so, dumb=h.dumb_so, exec_so=plugin_so("exec"),
+           sysmon=sysmon)
 
 
 def main(argv=None):
@@ -672,9 +684,10 @@ def main(argv=None):
         except HttpdError as e:
             print(e, file=sys.stderr)
             return 1
-        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s)"
-              % (h.url("/"), h.url("/echo", "ws"),
-                 h.url("/dumb-increment", "ws")))
+        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s, "
+              "monitor: %s)" % (h.url("/"), h.url("/echo", "ws"),
+                                h.url("/dumb-increment", "ws"),
+                                h.url("/monitor", "ws")))
         print("error log: %s   (Ctrl-C stops)" % h.error_log_path)
         sys.stdout.flush()
         while not stopping and h.running():

@@ -125,6 +125,20 @@ def parent(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def running(program):
+    """pids of the processes running program (by their command line)."""
+    out = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/cmdline" % d, "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if program.encode() in argv[:2] and state(int(d)) not in (None, "Z"):
+            out.append(int(d))
+    return out
+
+
 def zombies_of(h):
     """Zombie children of the httpd's children: programs nobody reaped."""
     kids = set(h.children())
@@ -302,6 +316,18 @@ def test_lines_both_ways(xsrv):
     c.send_text("one\ntwo\nthree")
     assert [c.recv_text(5) for _ in range(3)] == [
         "echo:one", "echo:two", "echo:three"]
+    c.close_handshake(1000)
+
+
+def test_messages_before_the_start_wait_for_it(xsrv):
+    """Frames that come with the handshake reach the plugin before the
+    poller has started the program: they wait, in order."""
+    from wsraw import build_frame
+    early = b"".join(build_frame(OP_TEXT, b"early %d" % i) for i in range(5))
+    c = WSClient(xsrv.port, "/cat", early=early)
+    first_pid(c)
+    assert [c.recv_text(5) for _ in range(5)] == [
+        "early %d" % i for i in range(5)]
     c.close_handshake(1000)
 
 
@@ -592,6 +618,9 @@ def test_200_connections_200_programs(make_httpd):
         # One poller thread in the child, not one per connection.
         threads = len(os.listdir("/proc/%d/task" % child))
         assert threads < 60, threads
+        # The programs are started by the poller: 200 spawns did not hold
+        # the event loop up (the watchdog would have said so).
+        assert "WebSocketSlowPlugin" not in h.error_log()
         for c in clients:
             c.send_close(1000)
         for c in clients:
@@ -722,14 +751,47 @@ def test_graceful_restart_ends_the_programs(make_httpd, mpm):
     c.close_handshake(1000)
 
 
-def test_stop_ends_the_programs(make_httpd):
-    """A plain stop (SIGTERM to httpd): the programs are ended as above
-    and httpd exits without having to kill its children."""
-    h = make_httpd(restart_conf)
+@pytest.mark.parametrize("mpm,how", [("event", "stop"),
+                                     ("event", "graceful-stop"),
+                                     ("prefork", "stop")])
+def test_stop_ends_the_programs(make_httpd, mpm, how):
+    """A stop (SIGTERM to httpd) or a graceful stop (SIGWINCH): the
+    programs are ended as above (cat by its stdin, the other by SIGKILL)
+    before the children exit, and httpd exits without having to signal
+    its children again."""
+    h = make_httpd(restart_conf, mpm=mpm,
+                   mpm_conf=PREFORK_MPM if mpm == "prefork" else None)
     h.start()
     clients, pids = open_programs(h)
-    h.stop()
-    wait_gone(pids, 5)
-    assert "AH00045" not in h.error_log()
+    if how == "stop":
+        h.stop()
+    else:
+        h.graceful_stop()
+    for pid in pids:
+        assert state(pid) is None, (pid, state(pid))
+    log = h.error_log()
+    assert "AH00045" not in log
+    assert "ignores_term.sh[%d]: still running 700 ms after SIGTERM: " \
+           "SIGKILL" % pids[3] in log, log
     for c in clients:
         c.close()
+
+
+def test_demo_system_monitor(make_httpd):
+    """make run's /monitor: demo/sysmon.sh through the exec plugin."""
+    h = make_httpd(harness.demo_conf)
+    h.start()
+    c = WSClient(h.port, "/monitor")
+    s = json.loads(c.recv_text(5))
+    assert len(s["load"]) == 3 and s["mem_total_kib"] > 0, s
+    assert (s["interval_s"], s["client"]) == (1, "127.0.0.1"), s
+    (pid,) = running(os.path.join(h.root, "sysmon.sh"))
+    assert parent(pid) in h.children()
+    c.send_text("interval 0.2")
+    assert json.loads(c.recv_text(5))["interval_s"] == 0.2
+    t0 = time.monotonic()
+    for _ in range(3):
+        json.loads(c.recv_text(5))
+    assert time.monotonic() - t0 < 0.9
+    c.close_handshake(1000)
+    wait_gone([pid], 3)

@@ -79,6 +79,9 @@ void exec_limit_give(exec_limit *limit);
 enum { EXEC_FD_OUT, EXEC_FD_ERR, EXEC_FD_IN, EXEC_FD_PID, EXEC_FD_COUNT };
 enum { EXEC_NEW, EXEC_LISTED, EXEC_DEAD };
 
+#define EXEC_UNKNOWN      -1       /* ended, its status lost */
+#define EXEC_NOT_STARTED  -2
+
 /* What epoll hands back: which descriptor of which program. */
 typedef struct exec_tag {
     struct exec_proc *proc;
@@ -103,6 +106,13 @@ typedef struct exec_proc {
     size_t high_water;             /* queued() above it: stop reading */
     apr_interval_time_t stop_grace, kill_grace;
 
+    /* What the poller starts the program with (the connection's, in the
+     * request's pool: cleared by on_disconnect), and whether the
+     * connection handed it to the poller. */
+    const exec_conf *start_conf;
+    char **start_env;
+    int handed;
+
     pid_t pid;                     /* 0 before the start */
     int fd[EXEC_FD_COUNT];         /* -1 when closed */
     exec_tag tag[EXEC_FD_COUNT];
@@ -115,8 +125,9 @@ typedef struct exec_proc {
     exec_buf err;                  /* stderr's unfinished line */
 
     int detached;                  /* the connection is gone */
-    int exited;                    /* reaped */
-    int wait_status;               /* waitid's, when exited */
+    int exited;                    /* reaped, or never started */
+    int wait_status;               /* exit status, 256 + signal, or
+                                      EXEC_UNKNOWN, EXEC_NOT_STARTED */
     int close_sent;
     apr_time_t term_at, kill_at;   /* 0: not scheduled */
     int sent_term, sent_kill;
@@ -132,8 +143,11 @@ typedef struct exec_proc {
 /* exec_proc.c */
 exec_proc *exec_proc_create(server_rec *s, const exec_conf *conf,
                             const WebSocketServer *server);
-/* Starts the program: 0, or an errno. */
+/* Starts the program (on the poller: posix_spawn waits for the exec,
+ * which must not hold up an event loop): 0, or an errno. */
 int exec_proc_spawn(exec_proc *p, const exec_conf *conf, char **envp);
+/* It will never run: its place under max_processes goes back. */
+void exec_proc_not_started(exec_proc *p);
 /* The program ended (its pidfd said so): reaps it. */
 void exec_proc_reap(exec_proc *p);
 /* The grace timers, when due: SIGTERM, then SIGKILL, to its group. */

@@ -9,6 +9,9 @@
  * held for a program that does not read is one message and what came
  * with it in the same read, never more.
  *
+ * Messages that come before the program is started (the poller starts it
+ * just after the 101) wait in proc->in the same way.
+ *
  * Text mode adds a newline after each message.  A message that contains
  * newlines is written as it is: the program reads several lines.
  */
@@ -79,10 +82,12 @@ void exec_in_message(exec_proc *p, const unsigned char *data, size_t len)
     struct iovec iov[2];
     ssize_t written = 0;
 
-    if (p->fd[EXEC_FD_IN] < 0) {
-        return;
+    if (p->fd[EXEC_FD_IN] < 0 && (p->pid || p->exited)) {
+        return;                   /* stdin closed: dropped */
     }
-    if (!p->in.len) {
+    /* Before the program started, the message waits like one the pipe
+     * did not take. */
+    if (!p->in.len && p->fd[EXEC_FD_IN] >= 0) {
         iov[0].iov_base = (void *)data;
         iov[0].iov_len = len;
         iov[1].iov_base = (void *)"\n";

@@ -229,6 +229,9 @@ void exec_out_read(exec_proc *p)
             p->out.len += (size_t)n;
             budget = budget > (size_t)n ? budget - (size_t)n : 0;
             exec_out_flush(p);
+            if ((size_t)n < want && !p->exited) {
+                return;          /* the pipe is empty: no read for EAGAIN */
+            }
         }
         else if (n < 0 && errno == EINTR) {
             continue;

@@ -123,9 +123,35 @@ static void let_go(exec_proc *p, apr_time_t now)
     }
 }
 
+/* Starts the program the connection asked for, unless it is gone. */
+static void start(exec_proc *p)
+{
+    int rc;
+
+    if (p->detached) {
+        exec_proc_not_started(p);
+        p->close_sent = 1;         /* nothing to tell anybody */
+        return;
+    }
+    rc = exec_proc_spawn(p, p->start_conf, p->start_env);
+    p->start_conf = NULL;
+    p->start_env = NULL;
+    if (rc != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, "%s: cannot start it",
+                     p->label);
+        exec_proc_not_started(p);
+        exec_in_close(p);
+        p->server->close_with(p->server, 1011, "cannot start the program");
+        p->close_sent = 1;
+    }
+}
+
 /* With p->lock held; returns 1 when p can be freed. */
 static int reconcile(exec_proc *p, apr_time_t now)
 {
+    if (!p->pid && !p->exited) {
+        start(p);
+    }
     if (p->detached) {
         let_go(p, now);
     }

@@ -200,10 +200,7 @@ int exec_proc_spawn(exec_proc *p, const exec_conf *conf, char **envp)
     p->fd[EXEC_FD_ERR] = err[0];
     /* Its pid stays valid until we reap it (nobody in httpd waits for
      * any child), so the pidfd names this very process. */
-    p->fd[EXEC_FD_PID] = pidfd_open(p->pid, 0);
-    if (p->fd[EXEC_FD_PID] >= 0) {
-        fcntl(p->fd[EXEC_FD_PID], F_SETFD, FD_CLOEXEC);
-    }
+    p->fd[EXEC_FD_PID] = pidfd_open(p->pid, 0);     /* close-on-exec */
     snprintf(p->label, sizeof(p->label), "exec %s: %s[%ld]", conf->location,
              conf->program, (long)p->pid);
     return 0;
@@ -216,6 +213,21 @@ void exec_proc_close_fd(exec_proc *p, int which)
         p->fd[which] = -1;
         p->watched[which] = 0;
     }
+}
+
+static void give_place(exec_proc *p)
+{
+    if (p->limit) {
+        exec_limit_give(p->limit);
+        p->limit = NULL;
+    }
+}
+
+void exec_proc_not_started(exec_proc *p)
+{
+    p->exited = 1;
+    p->wait_status = EXEC_NOT_STARTED;
+    give_place(p);
 }
 
 /* The program's end, from its pidfd (or, without one, from waitpid by
@@ -243,7 +255,7 @@ void exec_proc_reap(exec_proc *p)
          * status is lost. */
         ap_log_error(APLOG_MARK, APLOG_WARNING, errno, p->s, "%s: ended, "
                      "exit status unknown", p->label);
-        p->wait_status = -1;
+        p->wait_status = EXEC_UNKNOWN;
     }
     else if (info.si_code == CLD_EXITED) {
         p->wait_status = info.si_status;
@@ -253,15 +265,15 @@ void exec_proc_reap(exec_proc *p)
     }
     p->exited = 1;
     exec_proc_close_fd(p, EXEC_FD_PID);
-    if (p->limit) {
-        exec_limit_give(p->limit);
-        p->limit = NULL;
-    }
+    give_place(p);
 }
 
 const char *exec_proc_describe_end(const exec_proc *p, char *buf, size_t size)
 {
-    if (p->wait_status < 0) {
+    if (p->wait_status == EXEC_NOT_STARTED) {
+        snprintf(buf, size, "could not start");
+    }
+    else if (p->wait_status < 0) {
         snprintf(buf, size, "ended (status unknown)");
     }
     else if (p->wait_status >= 256) {
@@ -335,9 +347,7 @@ void exec_proc_free(exec_proc *p)
     for (i = 0; i < EXEC_FD_COUNT; i++) {
         exec_proc_close_fd(p, i);
     }
-    if (p->limit) {
-        exec_limit_give(p->limit);
-    }
+    give_place(p);
     exec_buf_free(&p->in);
     exec_buf_free(&p->out);
     exec_buf_free(&p->err);
