@@ -43,10 +43,6 @@ typedef struct exec_conn {
     exec_proc *proc;
 } exec_conn;
 
-/* Sites alive in this process: the last one destroyed stops the poller
- * (httpd -X reloads the plugin in the process that ran the programs). */
-static int live_sites;
-
 #define DEFAULT_QUEUE_LIMIT  (16 * 1024 * 1024)
 #define RETRY_AFTER          "5"
 
@@ -81,18 +77,20 @@ static const char *choose_subprotocol(const WebSocketServer *server,
 
 /* How much output one message may carry and when to stop reading, from
  * the connection's WebSocketSendQueueLimit: reading stops above half of
- * it, and one more message must still fit. */
+ * it, and one more message must still fit after that: a binary one of a
+ * quarter, or a text one of an eighth, which U+FFFD for each bad byte may
+ * make three times longer. */
 static void size_output(exec_proc *p, const WebSocketServer *server,
                         const exec_conf *conf)
 {
     size_t limit = server->queue_limit(server);
-    size_t quarter;
+    size_t most;
 
     limit = limit ? limit : DEFAULT_QUEUE_LIMIT;
-    quarter = limit / 4 ? limit / 4 : 1;
+    most = conf->binary ? limit / 4 : limit / 8;
     p->max_message = conf->binary ? 64 * 1024 : conf->max_line;
-    if (p->max_message > quarter) {
-        p->max_message = quarter;
+    if (p->max_message > most) {
+        p->max_message = most ? most : 1;
     }
     p->high_water = limit / 2;
 }
@@ -179,14 +177,18 @@ static size_t CALLBACK exec_on_message(void *priv,
     return 0;
 }
 
+/* An on_drain may be older than the send that paused the output (the
+ * engine drained before it, and the call waited for our lock): output
+ * resumes only when the queue is low now.  When it is not, the send that
+ * took it high armed another on_drain. */
 static void CALLBACK exec_on_drain(void *priv, const WebSocketServer *server)
 {
     exec_conn *c = priv;
     exec_proc *p = c->proc;
 
-    (void)server;
     pthread_mutex_lock(&p->lock);
-    if (p->out_paused && p->handed) {
+    if (p->out_paused && p->handed
+        && server->queued(server) <= p->high_water) {
         p->out_paused = 0;
         exec_poll_kick(p);
     }
@@ -229,15 +231,17 @@ static void CALLBACK exec_on_disconnect(void *priv,
     }
 }
 
+/* The configuration goes away.  Where programs run in this very process
+ * (httpd -X), they are ended first: they hold places in the counts, and
+ * the plugin may be unloaded next.  Elsewhere (the parent) there is no
+ * poller, and this stops nothing. */
 static void CALLBACK exec_destroy(WebSocketPlugin *plugin)
 {
     exec_site *site = (exec_site *)(void *)plugin;
 
+    exec_poll_shutdown();
     exec_limit_destroy(site->limit);
     free(site);
-    if (--live_sites == 0) {
-        exec_poll_shutdown();
-    }
 }
 
 /* Runs in the parent at configuration time (and at each restart), before
@@ -264,6 +268,5 @@ EXPORT WebSocketPlugin *CALLBACK exec_init(void)
         ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, "exec: no shared "
                      "memory for max_processes: it will not be enforced");
     }
-    live_sites++;
     return WEBSOCKET_PLUGIN2(p);
 }

@@ -81,6 +81,12 @@ for i in range(int(sys.argv[1])):
 out.flush()
 """,
     "bad_interpreter.sh": "#!/nonexistent/interpreter\necho never\n",
+    # Lines of bytes that are not UTF-8 (each becomes 3 bytes of U+FFFD).
+    "garbage.py": r"""#!/usr/bin/python3
+import sys
+for i in range(int(sys.argv[1])):
+    sys.stdout.buffer.write(b"\xff" * 5000 + b"\n")
+""",
 }
 
 
@@ -199,6 +205,8 @@ def exec_conf(h):
         exec_loc(h, "/flood", prog(h, "flood.py") + " 50000",
                  "    WebSocketSendQueueLimit 256K\n"),
         exec_loc(h, "/bad-interpreter", prog(h, "bad_interpreter.sh")),
+        exec_loc(h, "/garbage", prog(h, "garbage.py") + " 200",
+                 "    WebSocketSendQueueLimit 8K\n"),
         exec_loc(h, "/missing", "/nonexistent/program"),
         exec_loc(h, "/bad-mode", "cat", "    WebSocketParam mode lines\n"),
         "<Location /no-command>\n    SetHandler websocket-handler\n"
@@ -579,6 +587,23 @@ def test_flooding_program_waits_for_a_slow_client(xsrv):
     for i in range(50000):
         line = c.recv_text(20)
         assert line.startswith("%08d " % i), (i, line[:20])
+    c.expect_close(1000, timeout=10, reply=True)
+
+
+def test_repaired_output_fits_the_queue_limit(xsrv):
+    """Text messages are at most an eighth of WebSocketSendQueueLimit (8K:
+    1K) before repair, so that U+FFFD for every byte (3K) still fits above
+    the point where reading stops (4K): a slow client gets everything,
+    and no 1008."""
+    c = WSClient(xsrv.port, "/garbage", rcvbuf=4096)
+    wait_for(lambda: server_send_queue(c) > 4096, "the server's socket "
+             "backed up", timeout=10)
+    total = 0
+    while total < 200 * 5000:
+        text = c.recv_text(10)
+        assert 0 < len(text) <= 1024 and set(text) == {"\ufffd"}, len(text)
+        total += len(text)
+    assert total == 200 * 5000
     c.expect_close(1000, timeout=10, reply=True)
 
 

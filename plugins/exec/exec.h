@@ -193,8 +193,8 @@ int exec_poll_add(exec_proc *p);
 void exec_poll_kick(exec_proc *p);
 /* Asks the poller for the events it should watch on p's descriptor. */
 void exec_poll_watch(exec_proc *p, int which, unsigned events);
-/* The plugin goes away (destroy of its last instance): ends every
- * program as at a connection's end and stops the poller. */
+/* The plugin goes away: ends every program of this process as at a
+ * connection's end and stops the poller (a no-op where none runs). */
 void exec_poll_shutdown(void);
 
 /* Log lines: the module's (LogLevel websocket:...). */

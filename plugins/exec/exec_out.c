@@ -2,7 +2,7 @@
  * exec_out.c - the program's stdout to messages, its stderr to the log.
  *
  * Text mode: each line is a text message, without its newline.  A line
- * longer than max_line (or than a quarter of WebSocketSendQueueLimit)
+ * longer than max_line (or than an eighth of WebSocketSendQueueLimit)
  * goes out as several messages cut at character boundaries; bytes that
  * are not UTF-8 become U+FFFD, since a text message must be UTF-8; what
  * the program writes last without a newline is a message of its own.
