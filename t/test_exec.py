@@ -607,6 +607,40 @@ def test_repaired_output_fits_the_queue_limit(xsrv):
     c.expect_close(1000, timeout=10, reply=True)
 
 
+def sync_conf(h):
+    install_programs(h)
+    return (exec_loc(h, "/lines", prog(h, "lines.py"))
+            + exec_loc(h, "/flood", prog(h, "flood.py") + " 50000",
+                       "    WebSocketSendQueueLimit 256K\n"))
+
+
+@pytest.mark.parametrize("mpm", ["worker", "prefork"])
+def test_sync_engine(make_httpd, mpm):
+    """The same plugin where the handler's thread runs the connection:
+    lines both ways, and a flood to a slow client without 1008."""
+    h = make_httpd(sync_conf, mpm=mpm,
+                   mpm_conf=PREFORK_MPM if mpm == "prefork" else None,
+                   loglevel="warn websocket:debug")
+    h.start()
+    c = WSClient(h.port, "/lines")
+    first_pid(c)
+    c.send_text("over the sync engine")
+    assert c.recv_text(5) == "echo:over the sync engine"
+    c.close_handshake(1000)
+    c = WSClient(h.port, "/flood", rcvbuf=32768)
+    pid = first_pid(c)
+    wait_for(lambda: server_send_queue(c) > 32768, "the server's socket "
+             "backed up", timeout=10)
+    wait_for(lambda: state(pid) == "S" and "pipe" in
+             open("/proc/%d/wchan" % pid).read(), "the program blocked "
+             "writing to its stdout pipe", timeout=10)
+    for i in range(50000):
+        assert c.recv_text(20).startswith("%08d " % i), i
+    c.expect_close(1000, timeout=10, reply=True)
+    assert "WebSocket engine: sync" in h.error_log()
+    wait_gone([pid])
+
+
 # ---- many programs -------------------------------------------------------------------
 
 SCALE_MPM = """
