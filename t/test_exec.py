@@ -607,6 +607,34 @@ def test_repaired_output_fits_the_queue_limit(xsrv):
     c.expect_close(1000, timeout=10, reply=True)
 
 
+def no_pidfd_conf(h):
+    install_programs(h)
+    grace = ("    WebSocketParam stop_grace 300ms\n"
+             "    WebSocketParam kill_grace 700ms\n")
+    return (exec_loc(h, "/status3", prog(h, "status.sh") + " 3")
+            + exec_loc(h, "/ignores-term", prog(h, "ignores_term.sh"), grace))
+
+
+def test_without_pidfds(make_httpd):
+    """Where pidfd_open fails (kernels before 5.3; WS_EXEC_NO_PIDFD=1
+    here), programs are reaped by polling waitid on their pid: an exit is
+    still told with its status, and the grace periods still run."""
+    h = make_httpd(no_pidfd_conf, env={"WS_EXEC_NO_PIDFD": "1"})
+    h.start()
+    c = WSClient(h.port, "/status3")
+    assert c.recv_text(5) == "last words"
+    c.expect_close(1011, timeout=5, reply=True)
+    c = WSClient(h.port, "/ignores-term")
+    pid = first_pid(c)
+    (child,) = h.children()
+    assert not [fd for fd in os.listdir("/proc/%d/fd" % child)
+                if "pidfd" in os.readlink("/proc/%d/fd/%s" % (child, fd))]
+    c.close_handshake(1000)
+    wait_gone([pid], 5)
+    assert "SIGKILL" in h.error_log()
+    assert not zombies_of(h)
+
+
 def sync_conf(h):
     install_programs(h)
     return (exec_loc(h, "/lines", prog(h, "lines.py"))

@@ -130,6 +130,7 @@ typedef struct exec_proc {
                                       EXEC_UNKNOWN, EXEC_NOT_STARTED */
     int close_sent;
     apr_time_t term_at, kill_at;   /* 0: not scheduled */
+    apr_time_t reap_at;            /* without a pidfd: next look */
     int sent_term, sent_kill;
 
     /* The poller's: its list of programs (listed: EXEC_NEW, _LISTED,

@@ -199,13 +199,31 @@ static void unlink_proc(exec_proc *p)
     }
 }
 
-/* Looks at p again; a program that is over leaves the list, to be freed
- * once the round's events (which may name it) are handled. */
-static void revisit(exec_proc *p, apr_time_t now)
+/* What one of p's descriptors said (which: EXEC_FD_*). */
+static void serve_fd(exec_proc *p, int which)
+{
+    if (p->fd[which] < 0 && which != EXEC_FD_PID) {
+        return;                    /* closed earlier this round */
+    }
+    switch (which) {
+    case EXEC_FD_OUT: exec_out_read(p); break;
+    case EXEC_FD_ERR: exec_err_read(p); break;
+    case EXEC_FD_IN:  exec_in_flush(p); break;
+    case EXEC_FD_PID: exec_proc_reap(p); break;
+    }
+}
+
+/* Looks at p again, after what its descriptor which said (-1: none); a
+ * program that is over leaves the list, to be freed once the round's
+ * events (which may name it) are handled. */
+static void revisit(exec_proc *p, int which, apr_time_t now)
 {
     int over;
 
     pthread_mutex_lock(&p->lock);
+    if (which >= 0) {
+        serve_fd(p, which);
+    }
     if (__atomic_load_n(&stopping, __ATOMIC_ACQUIRE) && !p->detached) {
         /* The child is exiting: its connections are over. */
         p->server = NULL;
@@ -219,27 +237,6 @@ static void revisit(exec_proc *p, apr_time_t now)
         p->dead_next = dead;
         dead = p;
     }
-}
-
-static void handle_event(exec_tag *tag, unsigned events, apr_time_t now)
-{
-    exec_proc *p = tag->proc;
-
-    if (p->listed == EXEC_DEAD) {
-        return;                    /* over already, this round */
-    }
-    pthread_mutex_lock(&p->lock);
-    if (p->fd[tag->which] >= 0) {
-        switch (tag->which) {
-        case EXEC_FD_OUT: exec_out_read(p); break;
-        case EXEC_FD_ERR: exec_err_read(p); break;
-        case EXEC_FD_IN:  exec_in_flush(p); break;
-        case EXEC_FD_PID: exec_proc_reap(p); break;
-        }
-    }
-    (void)events;
-    pthread_mutex_unlock(&p->lock);
-    revisit(p, now);
 }
 
 static void run_kicks(apr_time_t now)
@@ -263,7 +260,7 @@ static void run_kicks(apr_time_t now)
             link_proc(p);
         }
         if (p->listed == EXEC_LISTED) {
-            revisit(p, now);
+            revisit(p, -1, now);
         }
     }
 }
@@ -279,12 +276,8 @@ static apr_time_t run_timers(apr_time_t now)
 
         next = p->next;
         if (at && at <= now) {
-            pthread_mutex_lock(&p->lock);
-            if (p->fd[EXEC_FD_PID] < 0) {
-                exec_proc_reap(p);
-            }
-            pthread_mutex_unlock(&p->lock);
-            revisit(p, now);
+            /* Without a pidfd, the timer is when to look for its end. */
+            revisit(p, p->fd[EXEC_FD_PID] < 0 ? EXEC_FD_PID : -1, now);
             at = exec_proc_next_deadline(p);
         }
         if (at && (!first || at < first)) {
@@ -344,8 +337,8 @@ static void *poll_main(void *unused)
         for (i = 0; i < n; i++) {
             exec_tag *tag = events[i].data.ptr;
 
-            if (tag != &wake_tag) {
-                handle_event(tag, events[i].events, now);
+            if (tag != &wake_tag && tag->proc->listed != EXEC_DEAD) {
+                revisit(tag->proc, tag->which, now);
             }
         }
         run_kicks(now);
@@ -354,7 +347,7 @@ static void *poll_main(void *unused)
 
             for (p = procs; p; p = next) {
                 next = p->next;
-                revisit(p, now);
+                revisit(p, -1, now);
             }
         }
         first = run_timers(now);

@@ -162,6 +162,16 @@ static int spawn_child(pid_t *pid, const exec_conf *conf, char **envp,
     return rc;
 }
 
+/* pidfds are close-on-exec.  WS_EXEC_NO_PIDFD in httpd's environment
+ * makes the plugin do without them, as on a kernel before 5.3 (the tests
+ * use it to run the fallback). */
+static int pidfds_usable(void)
+{
+    const char *off = getenv("WS_EXEC_NO_PIDFD");
+
+    return !off || !*off || !strcmp(off, "0");
+}
+
 static int set_nonblocking(int fd)
 {
     int flags = fcntl(fd, F_GETFL);
@@ -200,7 +210,10 @@ int exec_proc_spawn(exec_proc *p, const exec_conf *conf, char **envp)
     p->fd[EXEC_FD_ERR] = err[0];
     /* Its pid stays valid until we reap it (nobody in httpd waits for
      * any child), so the pidfd names this very process. */
-    p->fd[EXEC_FD_PID] = pidfd_open(p->pid, 0);     /* close-on-exec */
+    p->fd[EXEC_FD_PID] = pidfds_usable() ? pidfd_open(p->pid, 0) : -1;
+    if (p->fd[EXEC_FD_PID] < 0) {
+        p->reap_at = apr_time_now() + REAP_POLL_INTERVAL;
+    }
     snprintf(p->label, sizeof(p->label), "exec %s: %s[%ld]", conf->location,
              conf->program, (long)p->pid);
     return 0;
@@ -248,6 +261,7 @@ void exec_proc_reap(exec_proc *p)
         rc = waitid(P_PID, (id_t)p->pid, &info, WEXITED | WNOHANG);
     }
     if (rc == 0 && info.si_pid == 0) {
+        p->reap_at = apr_time_now() + REAP_POLL_INTERVAL;
         return;                                 /* still running */
     }
     if (rc != 0) {
@@ -332,10 +346,8 @@ apr_time_t exec_proc_next_deadline(const exec_proc *p)
     else if (p->sent_term && !p->sent_kill) {
         next = p->kill_at;
     }
-    if (p->fd[EXEC_FD_PID] < 0) {
-        apr_time_t poll_at = apr_time_now() + REAP_POLL_INTERVAL;
-
-        next = next && next < poll_at ? next : poll_at;
+    if (p->fd[EXEC_FD_PID] < 0 && (!next || p->reap_at < next)) {
+        next = p->reap_at;
     }
     return next;
 }
