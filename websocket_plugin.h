@@ -158,7 +158,9 @@ typedef void (CALLBACK *WS_Set_User_Data)(const struct _WebSocketServer *server,
                                          void *data);
 /* Stops (paused 1) or resumes (0) reading from the client: what it sends
  * meanwhile waits in the kernel, and TCP tells the client to slow down.
- * Pings are not answered while paused. */
+ * Pings are not answered while paused, and a client's Close or its going
+ * away is only noticed when reading resumes (or, with
+ * WebSocketPingInterval, when its Pong does not come). */
 typedef void (CALLBACK *WS_Pause_Input)(const struct _WebSocketServer *server,
                                        int paused);
 
@@ -307,7 +309,9 @@ typedef void (CALLBACK *WS_OnControl)(void *plugin_private,
                                      const unsigned char *payload,
                                      size_t size);
 /* The send queue, which a send had taken above a quarter of
- * WebSocketSendQueueLimit, is back under it: time to send more. */
+ * WebSocketSendQueueLimit, is back under it: time to send more.  It may
+ * come after another thread's send took the queue up again: look at
+ * queued() before sending much (such a send arms another on_drain). */
 typedef void (CALLBACK *WS_OnDrain)(void *plugin_private,
                                    const WebSocketServer *server);
 /* Flags of on_fragment. */
