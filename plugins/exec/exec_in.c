@@ -32,10 +32,7 @@ static void pause_client(exec_proc *p, int paused)
 
 void exec_in_close(exec_proc *p)
 {
-    if (p->fd[EXEC_FD_IN] >= 0) {
-        exec_poll_watch(p, EXEC_FD_IN, 0);
-        exec_proc_close_fd(p, EXEC_FD_IN);
-    }
+    exec_proc_close_fd(p, EXEC_FD_IN);
     exec_buf_free(&p->in);
     pause_client(p, 0);
 }

@@ -204,7 +204,6 @@ int exec_out_done(const exec_proc *p)
  * (what a child it left behind writes later is not waited for). */
 static void end_of_output(exec_proc *p)
 {
-    exec_poll_watch(p, EXEC_FD_OUT, 0);
     exec_proc_close_fd(p, EXEC_FD_OUT);
     exec_out_flush(p);
 }
@@ -287,7 +286,6 @@ void exec_err_read(exec_proc *p)
         ssize_t n;
 
         if (!exec_buf_reserve(&p->err, ERR_LINE_MAX)) {
-            exec_poll_watch(p, EXEC_FD_ERR, 0);
             exec_proc_close_fd(p, EXEC_FD_ERR);
             return;
         }
@@ -308,7 +306,6 @@ void exec_err_read(exec_proc *p)
         }
         else {
             log_lines(p, 1);
-            exec_poll_watch(p, EXEC_FD_ERR, 0);
             exec_proc_close_fd(p, EXEC_FD_ERR);
         }
     }

@@ -219,12 +219,14 @@ int exec_proc_spawn(exec_proc *p, const exec_conf *conf, char **envp)
     return 0;
 }
 
+/* Out of the poller's set first: a copy of the descriptor that a program
+ * being started holds for a moment would keep it there. */
 void exec_proc_close_fd(exec_proc *p, int which)
 {
     if (p->fd[which] >= 0) {
+        exec_poll_watch(p, which, 0);
         close(p->fd[which]);
         p->fd[which] = -1;
-        p->watched[which] = 0;
     }
 }
 
