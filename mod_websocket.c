@@ -749,6 +749,22 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     c->keepalive = AP_CONN_CLOSE;
 }
 
+/* on_connect returned NULL: 403, or the status it gave refuse_with, with
+ * the headers it set (an error response sends only err_headers_out). */
+static int refuse_for_plugin(request_rec *r, const ws_conn *wc)
+{
+    if (!wc->refuse_status) {
+        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
+                      "plugin %s declined the connection",
+                      wc->conf->handler->symbol));
+    }
+    apr_table_overlap(r->err_headers_out, r->headers_out,
+                      APR_OVERLAP_TABLES_SET);
+    return refuse(r, wc->refuse_status, apr_psprintf(r->pool,
+                  "plugin %s refused the connection",
+                  wc->conf->handler->symbol));
+}
+
 /* The event loops can only hold a connection the MPM lets go of: an
  * HTTP/1 connection on the event MPM, whose request the MPM itself is
  * processing.  HTTP/2 streams (c->master), the other MPMs, and requests
@@ -817,9 +833,7 @@ static int ws_handler(request_rec *r)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!ws_conn_connect_plugin(wc)) {
-        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
-                      "plugin %s declined the connection",
-                      conf->handler->symbol));
+        return refuse_for_plugin(r, wc);
     }
     switch_protocols(r, &hs, wc);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
