@@ -5,6 +5,7 @@
 #   make test       unit tests, integration tests, and the integration
 #                   tests again against an ASan+UBSan build
 #   make bench      benchmarks (docs/performance.md)
+#   make fuzz       libFuzzer targets, FUZZ_SECONDS each (docs/performance.md)
 #   make install    into apxs's LIBEXECDIR and /etc/apache2/mods-available
 #                   (DESTDIR honoured; PLUGINDIR for the example plugins)
 #   make deb        the Debian packages, into build/deb/ (debian/)
@@ -21,22 +22,25 @@ WARN    := -Wall -Wextra
 # Everything make run / make test use, from Debian 12; installed when missing.
 # apache2-bin, not apache2: we never want the system service started.
 # What make deb needs (debian/control's Build-Depends, and lintian).
-DEB_BUILD_PACKAGES := apache2-dev zlib1g-dev build-essential debhelper \
+DEB_BUILD_PACKAGES := apache2-dev zlib1g-dev libhiredis-dev build-essential debhelper \
                       dpkg-dev fakeroot lintian
 DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
-                python3-pytest python3-websockets python3-h2 openssl gcc clang \
-                libclang-rt-14-dev chromium $(DEB_BUILD_PACKAGES)
+                python3-pytest python3-websockets openssl gcc clang \
+                libclang-rt-14-dev chromium python3-h2 libhiredis-dev \
+                redis-server $(DEB_BUILD_PACKAGES)
 
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
-              ws_topic.c ws_topic_deliver.c ws_shm.c ws_ring.c ws_ring_history.c \
-              ws_stats.c ws_limits.c \
+              ws_topic.c ws_topic_deliver.c ws_publish.c ws_shm.c ws_ring.c ws_ring_history.c \
+              ws_redis.c ws_redis_conn.c ws_redis_relay.c ws_redis_sub.c \
+              ws_redis_interest.c ws_stats.c ws_limits.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c \
-              ws_frame.c ws_deflate.c
-MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_topic_int.h ws_shm.h ws_ring.h \
-              ws_stats.h ws_limits.h \
+              ws_frame.c ws_deflate.c ws_handshake.c
+MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
+              ws_redis.h ws_redis_int.h ws_stats.h ws_limits.h \
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h \
-              ws_frame.h ws_deflate.h websocket_plugin.h ws_directives.h ws_version.h
+              ws_frame.h ws_deflate.h ws_handshake.h websocket_plugin.h ws_directives.h \
+              ws_version.h
 PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))
@@ -44,7 +48,8 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 # Apache modules the tests load beside ours (t/modules/mod_*.c).
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate t/test_dispatch t/test_timer t/test_ring
+UNIT_TESTS := t/test_frame t/test_deflate t/test_handshake t/test_dispatch t/test_timer \
+              t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -57,7 +62,7 @@ LIBEXECDIR := $(shell $(APXS) -q LIBEXECDIR 2>/dev/null)
 PLUGINDIR  ?= $(LIBEXECDIR)
 
 .PHONY: all build module deps run test unit itest asan bench install clean \
-        warnings deb docs
+        warnings deb docs fuzz fuzz-merge
 
 all: deps build
 
@@ -70,11 +75,18 @@ deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
 
 .libs/mod_websocket.so: $(MODULE_SRC) $(MODULE_HDR)
-	$(APXS) -c $(APXS_FLAGS) -o mod_websocket.la $(MODULE_SRC) -lz
+	$(APXS) -c $(APXS_FLAGS) -o mod_websocket.la $(MODULE_SRC) -lz -lhiredis
 
 plugins/.libs/mod_websocket_%.so: plugins/%.c websocket_plugin.h
 	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
 	    -o mod_websocket_$*.la $*.c
+
+# The exec plugin is made of several files (plugins/exec/exec.h lists them).
+EXEC_SRC := plugins/exec.c $(wildcard plugins/exec/*.c)
+EXEC_HDR := $(wildcard plugins/exec/*.h)
+plugins/.libs/mod_websocket_exec.so: $(EXEC_SRC) $(EXEC_HDR) websocket_plugin.h
+	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
+	    -o mod_websocket_exec.la $(EXEC_SRC:plugins/%=%)
 
 t/plugins/.libs/%.so: t/plugins/%.c t/plugins/test_log.h websocket_plugin.h
 	cd t/plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I../.. -Wl,-lpthread \
@@ -92,6 +104,7 @@ asan: deps
 	@mkdir -p $(ASAN_DIR)/.ci $(ASAN_DIR)/bench
 	@cp -p .ci/deps.sh $(ASAN_DIR)/.ci/ && cp -p bench/Makefile.inc $(ASAN_DIR)/bench/
 	@cp -p plugins/*.c $(ASAN_DIR)/plugins/
+	@mkdir -p $(ASAN_DIR)/plugins/exec && cp -p plugins/exec/*.[ch] $(ASAN_DIR)/plugins/exec/
 	@cp -p t/plugins/*.c t/plugins/*.h $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
 	@cp -p t/modules/*.c $(ASAN_DIR)/t/modules/ 2>/dev/null || true
 	$(MAKE) -C $(ASAN_DIR) build \
@@ -103,7 +116,7 @@ asan: deps
 # Every C file, with gcc and with clang, -Wall -Wextra, warnings as errors.
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
-APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c) \
+APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard plugins/exec/*.c) $(wildcard t/plugins/*.c) \
            $(wildcard t/modules/*.c)
 # Sans-Apache sources are checked without the Apache include paths too.
 PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
@@ -119,6 +132,10 @@ warnings: deps
 
 t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c ws_deflate.c -lz
+
+t/test_handshake: t/test_handshake.c ws_handshake.c ws_handshake.h ws_deflate.c ws_deflate.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_handshake.c ws_handshake.c \
+	    ws_deflate.c -lz
 
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c
@@ -142,16 +159,86 @@ t/test_ring_asan: $(RING_TEST_DEP)
 	$(CC) $(CSTD) $(WARN) -O1 -g -pthread -DWS_RING_TEST_HOOKS -fsanitize=address,undefined \
 	    -fno-omit-frame-pointer -fno-sanitize-recover=undefined -o $@ $(RING_TEST_SRC)
 
-t/fuzz_frame_replay: t/fuzz_frame.c ws_frame.c ws_frame.h
-	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
-	    -fno-sanitize-recover=undefined -o $@ t/fuzz_frame.c ws_frame.c
+# ---- fuzzing -----------------------------------------------------------------
+# Each libFuzzer target t/fuzz_X.c, with the sources it exercises.  Its
+# committed corpus is t/fuzz/corpus/fuzz_X/; make unit replays it (and the
+# frame target's seeded random inputs) with a gcc ASan+UBSan build.
+FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate
+FUZZ_SRC_fuzz_frame      := ws_frame.c
+FUZZ_SRC_fuzz_handshake  := ws_handshake.c ws_deflate.c
+FUZZ_SRC_fuzz_extensions := ws_deflate.c
+FUZZ_SRC_fuzz_inflate    := ws_deflate.c
+FUZZ_LIBS := -lz -pthread
+FUZZ_REPLAY := $(FUZZ_TARGETS:%=t/%_replay)
+FUZZ_DIR := build/fuzz
+FUZZ_SECONDS ?= 60
+FUZZ_CORPUS = t/fuzz/corpus/$(1)
 
-unit: deps $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan
+t/%_replay: t/%.c t/fuzz.h t/fuzz_standalone.c ws_frame.h ws_deflate.h ws_handshake.h \
+            ws_frame.c ws_deflate.c ws_handshake.c
+	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ t/$*.c t/fuzz_standalone.c \
+	    $(FUZZ_SRC_$*) $(FUZZ_LIBS)
+
+$(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h ws_deflate.h ws_handshake.h \
+               ws_frame.c ws_deflate.c ws_handshake.c
+	@mkdir -p $(FUZZ_DIR)
+	clang $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
+	    -fno-sanitize-recover=undefined -o $@ t/$*.c $(FUZZ_SRC_$*) $(FUZZ_LIBS)
+
+# make fuzz FUZZ_SECONDS=N: each target for N seconds, starting from its
+# committed corpus; what it finds new goes to build/fuzz/corpus/X (make
+# fuzz-merge minimizes it into the committed one).  Stops at a finding,
+# leaving the input in build/fuzz/X-crash-* (replay it with t/X_replay).
+# FUZZ_RUNS=N stops each target after N executions instead.
+FUZZ_RUNS ?= -1
+fuzz: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+	@for t in $(FUZZ_TARGETS); do \
+	    case $$t in fuzz_inflate) opts=-max_len=32768;; *) opts=;; esac; \
+	    mkdir -p $(FUZZ_DIR)/corpus/$$t $(call FUZZ_CORPUS,$$t); \
+	    echo "== $$t"; \
+	    (cd $(FUZZ_DIR) && ./$$t -max_total_time=$(FUZZ_SECONDS) \
+	        -runs=$(FUZZ_RUNS) $$opts -print_final_stats=1 \
+	        -artifact_prefix=$$t- corpus/$$t ../../$(call FUZZ_CORPUS,$$t)) \
+	        > $(FUZZ_DIR)/$$t.log 2>&1 || { tail -40 $(FUZZ_DIR)/$$t.log; exit 1; }; \
+	    awk -v t=$$t '/^stat::number_of_executed_units/ { n = $$2 } \
+	        /^stat::average_exec_per_sec/ { r = $$2 } \
+	        /^stat::new_units_added/ { u = $$2 } \
+	        END { printf "%s: %d executions (%d/s), %d new inputs, " \
+	              "no finding\n", t, n, r, u }' $(FUZZ_DIR)/$$t.log; \
+	done
+
+# make fuzz-merge: the committed corpora become the smallest sets that keep
+# every feature (edges and hit counts) of what they and build/fuzz/corpus
+# reach; a target for which that is more than FUZZ_CORPUS_MAX files keeps
+# every edge only.
+FUZZ_CORPUS_MAX ?= 400
+fuzz-merge: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
+	@for t in $(FUZZ_TARGETS); do \
+	    out=$(FUZZ_DIR)/merged/$$t; \
+	    for counters in 1 0; do \
+	        rm -rf $$out && mkdir -p $$out $(FUZZ_DIR)/corpus/$$t; \
+	        $(FUZZ_DIR)/$$t -merge=1 -use_counters=$$counters $$out \
+	            $(call FUZZ_CORPUS,$$t) $(FUZZ_DIR)/corpus/$$t \
+	            > $(FUZZ_DIR)/$$t.merge.log 2>&1 || exit 1; \
+	        [ $$(ls $$out | wc -l) -le $(FUZZ_CORPUS_MAX) ] && break; \
+	    done; \
+	    rm -f $(call FUZZ_CORPUS,$$t)/* && cp $$out/* $(call FUZZ_CORPUS,$$t)/; \
+	    echo "$$t: $$(ls $(call FUZZ_CORPUS,$$t) | wc -l) files, $$(cat \
+	        $(call FUZZ_CORPUS,$$t)/* | wc -c) bytes$$([ $$counters = 0 ] \
+	        && echo ', edges only')"; \
+	done
+
+unit: deps $(UNIT_TESTS) $(FUZZ_REPLAY) t/test_ring_asan
 	@for t in $(UNIT_TESTS); do echo "== $$t"; ./$$t || exit 1; done
-	@echo "== t/fuzz_frame_replay (seeded random inputs under ASan+UBSan)"
-	@./t/fuzz_frame_replay && echo "fuzz replay: no sanitizer report"
 	@echo "== t/test_ring_asan (the ring's tests under ASan+UBSan)"
 	@./t/test_ring_asan
+	@echo "== t/fuzz_frame_replay (seeded random inputs under ASan+UBSan)"
+	@./t/fuzz_frame_replay
+	@for t in $(FUZZ_TARGETS); do \
+	    echo "== t/$${t}_replay $(call FUZZ_CORPUS,$$t) (ASan+UBSan)"; \
+	    ./t/$${t}_replay $(call FUZZ_CORPUS,$$t) || exit 1; \
+	done; echo "fuzz replay: no sanitizer report"
 
 itest: all
 	$(PYTHON) -m pytest -q -p no:cacheprovider t
@@ -214,7 +301,8 @@ docs:
 clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
+	       plugins/exec/*.lo plugins/exec/*.slo plugins/exec/*.o plugins/exec/.libs \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
 	       t/plugins/*.o t/modules/.libs t/modules/*.la t/modules/*.lo \
-	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) t/fuzz_frame_replay t/test_ring_asan \
-	       $(BENCH_TOOLS)
+	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) $(FUZZ_REPLAY) \
+	       t/test_ring_asan $(BENCH_TOOLS)

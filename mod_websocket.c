@@ -8,8 +8,9 @@
  *     </Location>
  *
  * The handler runs after Apache's own access control (Require, auth
- * modules), validates the handshake, lets the plugin accept or refuse it,
- * answers 101 and hands the connection to an engine (ws_conn.h).
+ * modules), has the handshake validated (ws_handshake.h), lets the plugin
+ * accept or refuse it, answers 101 and hands the connection to an engine
+ * (ws_conn.h).
  */
 /* stddef.h first: APR then uses offsetof instead of NULL arithmetic. */
 #include <stddef.h>
@@ -31,9 +32,12 @@
 
 #include "ws_async.h"
 #include "ws_conn.h"
+#include "ws_handshake.h"
 #include "ws_io.h"
 #include "ws_limits.h"
 #include "ws_mem.h"
+#include "ws_redis.h"
+#include "ws_publish.h"
 #include "ws_shm.h"
 #include "ws_stats.h"
 #include "ws_topic.h"
@@ -43,7 +47,6 @@ module AP_MODULE_DECLARE_DATA websocket_module;
 
 #define WS_HANDLER_NAME   "websocket-handler"
 #define WS_GUID           "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define WS_VERSIONS_HDR   "13, 8, 7"
 
 /* WebSocketEventThreads: event-loop threads per child (event MPM). */
 static int event_threads = 1;
@@ -192,6 +195,16 @@ static const char *set_handler(cmd_parms *cmd, void *dconf, const char *path,
     ref->path = ap_server_root_relative(cmd->pool, path);
     ref->symbol = apr_pstrdup(cmd->pool, symbol);
     ref->section = cmd->path ? apr_pstrdup(cmd->pool, cmd->path) : NULL;
+    ref->section_is_location = cmd->path && cmd->directive
+        && cmd->directive->parent
+        && !ap_cstr_casecmpn(cmd->directive->parent->directive, "<Location", 9);
+    if (ref->section_is_location
+        && (!ap_cstr_casecmp(cmd->directive->parent->directive, "<LocationMatch")
+            || (cmd->directive->parent->args
+                && cmd->directive->parent->args[0] == '~'))) {
+        /* Compiled as core compiled it, to find where its match ends. */
+        ref->section_regex = ap_pregcomp(cmd->pool, cmd->path, AP_REG_EXTENDED);
+    }
     if (!ref->path) {
         return apr_psprintf(cmd->pool, "WebSocketHandler: invalid path '%s'",
                             path);
@@ -601,6 +614,7 @@ static const command_rec ws_directives[] = {
 
 /* ---- the opening handshake ---- */
 
+/* What the validator (ws_handshake.c) decided, in the pool's terms. */
 typedef struct handshake {
     const char *key;
     int version;
@@ -609,233 +623,107 @@ typedef struct handshake {
     ws_deflate_negotiation deflate_neg;
 } handshake;
 
-/* A refusal: one log line, and the status the client gets. */
+/* A refusal: one log line, and the status the client gets.  The client
+ * is the user agent (mod_remoteip's), not the proxy in front of us. */
 static int refuse(request_rec *r, int status, const char *why)
 {
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
                   "WebSocket handshake from %s refused with %d: %s",
-                  r->connection->client_ip, status, why);
+                  r->useragent_ip, status, why);
     return status;
 }
 
-/* Whether a comma-separated header (RFC 7230 1#element) holds token,
- * case-insensitively.  Elements may carry "/version" (Upgrade) or be
- * empty; only whole elements are compared. */
-static int header_has_token(const char *value, const char *token)
+static const char *request_header(void *baton, const char *name)
 {
-    size_t tlen = strlen(token);
-
-    while (value && *value) {
-        const char *end;
-        size_t len;
-
-        while (*value == ' ' || *value == '\t' || *value == ',') {
-            value++;
-        }
-        end = value;
-        while (*end && *end != ',') {
-            end++;
-        }
-        len = (size_t)(end - value);
-        while (len && (value[len - 1] == ' ' || value[len - 1] == '\t')) {
-            len--;
-        }
-        if (len == tlen && !strncasecmp(value, token, tlen)) {
-            return 1;
-        }
-        value = end;
-    }
-    return 0;
+    return apr_table_get(((request_rec *)baton)->headers_in, name);
 }
 
-/* A key is valid when it is the base64 of exactly 16 bytes: 22 characters
- * whose last one leaves no stray bits, then "==" (RFC 6455 4.1). */
-static int key_is_valid(const char *key)
+static const char *const *string_array(const apr_array_header_t *a,
+                                       size_t *count)
 {
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-    return key && strlen(key) == 24 && strspn(key, alphabet) == 22
-           && strchr("AQgw", key[21]) && key[22] == '=' && key[23] == '=';
+    *count = a ? (size_t)a->nelts : 0;
+    return a ? (const char *const *)a->elts : NULL;
 }
 
-/* -1 when not a plain decimal number of at most three digits. */
-static int parse_version(const char *v)
+/* Who this server is, for WebSocketOriginCheck Same: its ServerName and
+ * ServerAlias names, with the scheme and port of "ServerName
+ * scheme://host:port" where given (TLS offload, port mappings; a scheme
+ * without a port means its default port), else those of the connection.
+ * Never the request's own Host: a DNS rebinding page sends its own name
+ * in both Host and Origin. */
+static void origin_policy(request_rec *r, const ws_dir_conf *conf,
+                          ws_origin_policy *pol)
 {
-    size_t len = v ? strlen(v) : 0;
-    size_t i;
+    server_rec *s = r->server;
+    apr_port_t local_port = r->connection->local_addr->port;
+    apr_port_t scheme_port = s->server_scheme
+                             ? apr_uri_port_of_scheme(s->server_scheme) : 0;
 
-    if (len == 0 || len > 3 || (len > 1 && v[0] == '0')) {
-        return -1;
-    }
-    for (i = 0; i < len; i++) {
-        if (!apr_isdigit(v[i])) {
-            return -1;
-        }
-    }
-    return atoi(v);
+    memset(pol, 0, sizeof(*pol));
+    pol->mode = conf->origin_check == WS_ORIGIN_OFF ? WS_ORIGIN_CHECK_OFF
+                : conf->origin_check == WS_ORIGIN_TRUSTED
+                ? WS_ORIGIN_CHECK_TRUSTED : WS_ORIGIN_CHECK_SAME;
+    pol->trusted = string_array(conf->trusted_origins, &pol->trusted_count);
+    pol->scheme = s->server_scheme ? s->server_scheme : ap_http_scheme(r);
+    pol->port = s->port ? s->port : scheme_port ? scheme_port
+                : local_port ? local_port : ap_default_port(r);
+    pol->name = s->server_hostname;
+    pol->aliases = string_array(s->names, &pol->alias_count);
+    pol->wild_aliases = string_array(s->wild_names, &pol->wild_alias_count);
 }
 
-static int version_supported(int version)
+static apr_array_header_t *protocol_array(apr_pool_t *p,
+                                          const ws_handshake_result *res)
 {
-    return version == 13 || version == 8 || version == 7;
-}
+    apr_array_header_t *list;
+    const char *cursor = res->protocols, *token;
+    size_t len;
 
-static int check_version(request_rec *r, handshake *hs)
-{
-    const char *v = apr_table_get(r->headers_in, "Sec-WebSocket-Version");
-
-    hs->version = parse_version(v);
-    if (hs->version >= 0 && version_supported(hs->version)) {
-        return OK;
+    if (!res->protocol_count) {
+        return NULL;
     }
-    apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version",
-                   WS_VERSIONS_HDR);
-    if (hs->version < 0) {
-        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                      "Sec-WebSocket-Version '%s' is not a version number",
-                      v ? v : "(missing)"));
+    list = apr_array_make(p, (int)res->protocol_count, sizeof(char *));
+    while (ws_handshake_next_token(&cursor, &token, &len)) {
+        APR_ARRAY_PUSH(list, const char *) = apr_pstrmemdup(p, token, len);
     }
-    return refuse(r, HTTP_UPGRADE_REQUIRED, apr_psprintf(r->pool,
-                  "Sec-WebSocket-Version %d is not supported "
-                  "(supported: " WS_VERSIONS_HDR ")", hs->version));
-}
-
-static int check_protocols(request_rec *r, handshake *hs)
-{
-    const char *offered = apr_table_get(r->headers_in, "Sec-WebSocket-Protocol");
-    const char *error;
-
-    hs->protocols = NULL;
-    if (!offered) {
-        return OK;
-    }
-    error = ap_parse_token_list_strict(r->pool, offered, &hs->protocols, 0);
-    if (error || !hs->protocols) {
-        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                      "invalid Sec-WebSocket-Protocol '%s': %s", offered,
-                      error ? error : "no subprotocol in it"));
-    }
-    return OK;
-}
-
-/* Extensions never fail a handshake: what we cannot honour is answered
- * by leaving it out of the 101 (RFC 6455 9.1). */
-static void negotiate_extensions(request_rec *r, const ws_dir_conf *conf,
-                                 handshake *hs)
-{
-    const char *offered = apr_table_get(r->headers_in,
-                                        "Sec-WebSocket-Extensions");
-    ws_deflate_policy policy;
-    ws_deflate_result result;
-
-    ws_conf_deflate_policy(conf, &policy);
-    result = ws_deflate_negotiate(offered, &policy, &hs->deflate_neg);
-    hs->deflate = (result == WS_DEFLATE_ACCEPTED);
-    if (offered && !hs->deflate) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "extensions '%s' not "
-                      "taken: %s", offered, ws_deflate_result_name(result));
-    }
-}
-
-/* RFC 6454 serialisation of the origin the request was sent to. */
-static const char *own_origin(request_rec *r)
-{
-    apr_port_t port = ap_get_server_port(r);
-    const char *host = r->hostname ? r->hostname : r->server->server_hostname;
-
-    if (ap_strchr_c(host, ':')) {
-        host = apr_pstrcat(r->pool, "[", host, "]", NULL);
-    }
-    if (ap_is_default_port(port, r)) {
-        return apr_pstrcat(r->pool, ap_http_scheme(r), "://", host, NULL);
-    }
-    return apr_psprintf(r->pool, "%s://%s:%u", ap_http_scheme(r), host,
-                        (unsigned)port);
-}
-
-static int origin_is_trusted(const ws_dir_conf *conf, const char *origin)
-{
-    int i;
-
-    for (i = 0; conf->trusted_origins && i < conf->trusted_origins->nelts; i++) {
-        if (!strcasecmp(origin, APR_ARRAY_IDX(conf->trusted_origins, i,
-                                              const char *))) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
-/* Browsers always send an Origin; other clients may not, and a missing
- * Origin is no cross-site request, so it passes. */
-static int check_origin(request_rec *r, const ws_dir_conf *conf, handshake *hs)
-{
-    int mode = conf->origin_check == WS_ORIGIN_UNSET ? WS_ORIGIN_SAME
-                                                     : conf->origin_check;
-    const char *origin = apr_table_get(r->headers_in, hs->version >= 13
-                                       ? "Origin" : "Sec-WebSocket-Origin");
-    int ok;
-
-    if (mode == WS_ORIGIN_OFF || !origin) {
-        return OK;
-    }
-    ok = mode == WS_ORIGIN_SAME ? !strcasecmp(origin, own_origin(r))
-                                : origin_is_trusted(conf, origin);
-    if (ok) {
-        return OK;
-    }
-    return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
-                  "Origin '%s' is not %s", origin, mode == WS_ORIGIN_SAME
-                  ? apr_pstrcat(r->pool, "this server's origin ",
-                                own_origin(r), NULL)
-                  : "in WebSocketTrustedOrigin"));
+    return list;
 }
 
 static int check_request(request_rec *r, const ws_dir_conf *conf, handshake *hs)
 {
-    const char *upgrade = apr_table_get(r->headers_in, "Upgrade");
-    int status;
+    ws_origin_policy origins;
+    ws_deflate_policy deflate;
+    ws_handshake_request req;
+    ws_handshake_result res;
+    size_t i;
 
-    if (!header_has_token(upgrade, "websocket")) {
-        apr_table_setn(r->err_headers_out, "Upgrade", "websocket");
-        apr_table_setn(r->err_headers_out, "Sec-WebSocket-Version",
-                       WS_VERSIONS_HDR);
-        return refuse(r, HTTP_UPGRADE_REQUIRED,
-                      "not a WebSocket request (no Upgrade: websocket)");
+    memset(&req, 0, sizeof(req));
+    req.method = r->method;
+    req.http_version = r->proto_num;
+    req.http2 = r->connection->master != NULL;
+    req.header = request_header;
+    req.baton = r;
+    origin_policy(r, conf, &origins);
+    req.origin = &origins;
+    ws_conf_deflate_policy(conf, &deflate);
+    req.deflate = &deflate;
+    if (ws_handshake_validate(&req, &res) != 0) {
+        for (i = 0; i < res.header_count; i++) {
+            apr_table_setn(r->err_headers_out, res.headers[i].name,
+                           res.headers[i].value);
+        }
+        return refuse(r, res.status, res.reason);
     }
-    if (r->method_number != M_GET) {
-        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                      "method %s instead of GET", r->method));
+    if (res.extensions && res.deflate_result != WS_DEFLATE_ACCEPTED) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "extensions '%s' not "
+                      "taken: %s", res.extensions,
+                      ws_deflate_result_name(res.deflate_result));
     }
-    if (r->proto_num < HTTP_VERSION(1, 1)) {
-        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                      "%s instead of HTTP/1.1 or later", r->protocol));
-    }
-    /* HTTP/2 (RFC 8441) streams carry no Connection header: mod_http2
-     * turns the extended CONNECT into this request. */
-    if (!r->connection->master
-        && !header_has_token(apr_table_get(r->headers_in, "Connection"),
-                             "upgrade")) {
-        return refuse(r, HTTP_BAD_REQUEST,
-                      "Connection header lacks the 'upgrade' token");
-    }
-    if ((status = check_version(r, hs)) != OK) {
-        return status;
-    }
-    hs->key = apr_table_get(r->headers_in, "Sec-WebSocket-Key");
-    if (!key_is_valid(hs->key)) {
-        return refuse(r, HTTP_BAD_REQUEST, apr_psprintf(r->pool,
-                      "Sec-WebSocket-Key '%s' is not the base64 of 16 bytes",
-                      hs->key ? hs->key : "(missing)"));
-    }
-    if ((status = check_protocols(r, hs)) != OK) {
-        return status;
-    }
-    if ((status = check_origin(r, conf, hs)) != OK) {
-        return status;
-    }
-    negotiate_extensions(r, conf, hs);
+    hs->key = res.key;
+    hs->version = res.version;
+    hs->protocols = protocol_array(r->pool, &res);
+    hs->deflate = res.deflate_result == WS_DEFLATE_ACCEPTED;
+    hs->deflate_neg = res.deflate;
     return OK;
 }
 
@@ -892,6 +780,22 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     }
     /* The request must not be followed by keep-alive or by a body read. */
     c->keepalive = AP_CONN_CLOSE;
+}
+
+/* on_connect returned NULL: 403, or the status it gave refuse_with, with
+ * the headers it set (an error response sends only err_headers_out). */
+static int refuse_for_plugin(request_rec *r, const ws_conn *wc)
+{
+    if (!wc->refuse_status) {
+        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
+                      "plugin %s declined the connection",
+                      wc->conf->handler->symbol));
+    }
+    apr_table_overlap(r->err_headers_out, r->headers_out,
+                      APR_OVERLAP_TABLES_SET);
+    return refuse(r, wc->refuse_status, apr_psprintf(r->pool,
+                  "plugin %s refused the connection",
+                  wc->conf->handler->symbol));
 }
 
 /* The event loops can only hold a connection the MPM lets go of: an
@@ -972,9 +876,7 @@ static int ws_handler(request_rec *r)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!ws_conn_connect_plugin(wc)) {
-        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
-                      "plugin %s declined the connection",
-                      conf->handler->symbol));
+        return refuse_for_plugin(r, wc);
     }
     switch_protocols(r, &hs, wc);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
@@ -1010,6 +912,7 @@ static int shared_memory(apr_pool_t *pconf, apr_pool_t *plog,
     ws_limits_register();
     ws_shm_post_config(pconf, s, topic_buffer);
     ws_stats_post_config();
+    ws_redis_post_config(s, topic_buffer > 0);
     return OK;
 }
 
@@ -1022,20 +925,36 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     ws_stats_child_init(pchild);
     ws_limits_child_init(pchild, s);
     ws_topic_child_init(pchild, s);
+    ws_redis_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);
     ws_async_child_init(pchild, s, event_threads, dispatch_threads);
 }
 
 static void child_stopping(apr_pool_t *pchild, int graceful)
 {
+    ws_redis_child_stopping();
     ws_async_child_stopping(pchild, graceful);
     ws_sync_child_stopping(graceful);
+}
+
+/* A WebSocket's address names no file: when the DocumentRoot happens to
+ * hold a directory of that name, mod_dir (a later fixup) would answer the
+ * handshake with DirectorySlash's 301 instead of letting it reach us. */
+static int not_a_directory(request_rec *r)
+{
+    if (r->handler && !strcmp(r->handler, WS_HANDLER_NAME)
+        && r->finfo.filetype == APR_DIR) {
+        r->finfo.filetype = APR_NOFILE;
+    }
+    return DECLINED;
 }
 
 static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_fixups(not_a_directory, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ws_publish_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(shared_memory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);

@@ -33,8 +33,13 @@ typedef struct ws_plugin_ref {
     const char *path;          /* as resolved against ServerRoot */
     const char *symbol;        /* the init function's name */
     /* The <Location> (or <Directory>) whose WebSocketHandler this is:
-     * what path_info() is the rest of. */
+     * what path_info() is the rest of.  section_regex: the compiled
+     * pattern of a <LocationMatch> (or <Location ~>), whose match's end
+     * is where the rest begins; section_is_location: 0 for <Directory>
+     * and .htaccess, where Apache's own path_info is the rest. */
     const char *section;
+    ap_regex_t *section_regex;
+    int section_is_location;
     apr_dso_handle_t *dso;
     WebSocketPlugin *plugin;
     /* Set (per child) once an on_message call of this plugin took longer

@@ -53,25 +53,35 @@ static uint64_t wire_limit(uint64_t max_message, int compressed)
     return compressed ? max_message + (max_message >> 12) + 1024 : max_message;
 }
 
-/* The part of the path after the section that configured the handler:
- * Apache's own path_info when it found one, else what follows the
- * <Location>'s prefix. */
+/* The part of the path after the section that configured the handler.
+ * For a <Location>, what follows its prefix in the URI (Apache's own
+ * path_info is relative to the DocumentRoot's files, which have nothing
+ * to do with a WebSocket's address: a directory of the same name, or a
+ * nested <Location>, would cut it elsewhere); for a <LocationMatch>, what
+ * follows the match; for a <Directory> or .htaccess, Apache's path_info. */
 static const char *rest_of_path(request_rec *r, const ws_plugin_ref *ref,
                                 apr_pool_t *p)
 {
+    const char *uri = r->uri ? r->uri : "";
     size_t n = ref->section ? strlen(ref->section) : 0;
 
-    if (r->path_info && *r->path_info) {
-        return apr_pstrdup(p, r->path_info);
+    if (ref->section_is_location && ref->section_regex) {
+        ap_regmatch_t m[1];
+
+        if (!ap_regexec(ref->section_regex, uri, 1, m, 0) && m[0].rm_eo >= 0) {
+            return apr_pstrdup(p, uri + m[0].rm_eo);
+        }
     }
-    while (n && ref->section[n - 1] == '/') {
-        n--;
+    else if (ref->section_is_location) {
+        while (n && ref->section[n - 1] == '/') {
+            n--;
+        }
+        if (!strncmp(uri, ref->section, n)
+            && (uri[n] == '/' || uri[n] == '\0')) {
+            return apr_pstrdup(p, uri + n);
+        }
     }
-    if (n && !strncmp(r->uri, ref->section, n)
-        && (r->uri[n] == '/' || r->uri[n] == '\0')) {
-        return apr_pstrdup(p, r->uri + n);
-    }
-    return "";
+    return apr_pstrdup(p, r->path_info ? r->path_info : "");
 }
 
 static void copy_request_facts(ws_conn *wc, request_rec *r, apr_pool_t *p)

@@ -106,6 +106,7 @@ struct _WebSocketState {
     const char *chosen_protocol;
     int in_on_connect;               /* header_set/protocol_set allowed */
     apr_os_thread_t connect_thread;  /* the thread running on_connect */
+    int refuse_status;               /* refuse_with's, 0: 403 */
     /* The client's address for log lines from any thread: the request's
      * useragent_ip (mod_remoteip's), copied where it outlives r; and the
      * other strings API v2 gives plugins, copied the same way. */
@@ -224,8 +225,9 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len);
  * what a pause leaves unparsed is kept for ws_conn_resume. */
 apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len);
 
-/* The engine's dispatch of a message finished: parses what was left
- * unparsed when it paused (scratch: size + 1 bytes). */
+/* The engine's dispatch of a message finished, or the plugin resumed the
+ * input: parses what was left unparsed (scratch: size + 1 bytes).  Due
+ * when wc->paused or wc->unparsed, and the input is not paused. */
 apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size);
 
 /* The 101 went out: the plugin's on_open, on the engine's thread. */

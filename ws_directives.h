@@ -62,6 +62,17 @@ WS_DIRECTIVE(TAKE1, "WebSocketTopicOverflow", set_topic_overflow, NULL,
              RSRC_CONF | ACCESS_CONF,
              "What happens to a subscriber too slow for its topic (default "
              "Close)")
+WS_DIRECTIVE(TAKE1, "WebSocketRedis", ws_redis_set_url, NULL,
+             RSRC_CONF,
+             "The Redis server through which topics reach the subscribers of "
+             "every node of a cluster (default Off)")
+WS_DIRECTIVE(TAKE1, "WebSocketRedisPrefix", ws_redis_set_prefix, NULL,
+             RSRC_CONF,
+             "What the Redis channel of every topic starts with (default ws:)")
+WS_DIRECTIVE(TAKE1, "WebSocketRedisTimeout", ws_redis_set_timeout, NULL,
+             RSRC_CONF,
+             "How long the Redis relay waits for Redis before it takes Redis "
+             "for unavailable (default 2s)")
 WS_DIRECTIVE(TAKE1, "WebSocketEventThreads", set_event_threads, NULL,
              RSRC_CONF,
              "Event-loop threads per child process on the event MPM (0: "

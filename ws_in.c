@@ -335,7 +335,9 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
     size_t total = len;
 
     wc->last_activity = apr_time_now();
-    while (!wc->peer_closed && !wc->paused) {
+    /* pause_input stops parsing too: nothing more reaches the plugin until
+     * it resumes; the rest waits unparsed. */
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)) {
         ws_event ev;
         size_t used = ws_parser_next(wc->parser, buf, len, &ev);
 
@@ -371,18 +373,20 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 
 /* ---- pauses ---- */
 
-/* Input that arrived behind a message handed to a dispatch thread waits
- * here, unparsed, so that every frame is still handled in wire order. */
+/* Input that arrived behind a message handed to a dispatch thread (or
+ * read before the plugin paused the input) waits here, unparsed, so that
+ * every frame is still handled in wire order. */
 static apr_status_t keep_unparsed(ws_conn *wc, const uint8_t *rest, size_t len)
 {
-    uint8_t *kept = malloc(len);
+    /* Behind what already waits, should the engine have read more. */
+    uint8_t *kept = realloc(wc->unparsed, wc->unparsed_len + len);
 
     if (!kept) {
         return APR_ENOMEM;
     }
-    memcpy(kept, rest, len);
+    memcpy(kept + wc->unparsed_len, rest, len);
     wc->unparsed = kept;
-    wc->unparsed_len = len;
+    wc->unparsed_len += len;
     ws_mem_add(wc, (apr_off_t)len);
     return APR_SUCCESS;
 }
@@ -391,7 +395,8 @@ apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len)
 {
     size_t used = ws_conn_feed(wc, scratch, len);
 
-    if (used < len && wc->paused && !wc->peer_closed) {
+    if (used < len && !wc->peer_closed
+        && (wc->paused || ws_conn_input_paused(wc))) {
         return keep_unparsed(wc, scratch + used, len - used);
     }
     return APR_SUCCESS;
@@ -399,17 +404,32 @@ apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len)
 
 apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
 {
-    size_t len = wc->unparsed_len;
+    uint8_t *buf = wc->unparsed;
+    size_t len = wc->unparsed_len, off = 0;
+    apr_status_t rv = APR_SUCCESS;
 
     wc->paused = 0;
-    if (!wc->unparsed) {
+    if (!buf) {
         return APR_SUCCESS;
     }
-    /* It came from one read of at most size bytes. */
-    memcpy(scratch, wc->unparsed, len < size ? len : size);
-    free(wc->unparsed);
     wc->unparsed = NULL;
     wc->unparsed_len = 0;
     ws_mem_add(wc, -(apr_off_t)len);
-    return ws_conn_feed_input(wc, scratch, len < size ? len : size);
+    /* Through the scratch buffer (the parser unmasks in place, and wants
+     * a writable byte past the end), size bytes at a time; what a new
+     * pause leaves waits again, in order. */
+    while (off < len && rv == APR_SUCCESS && !wc->peer_closed) {
+        size_t n = len - off < size ? len - off : size;
+
+        memcpy(scratch, buf + off, n);
+        off += n;
+        rv = ws_conn_feed_input(wc, scratch, n);
+        if (rv == APR_SUCCESS && off < len
+            && (wc->paused || ws_conn_input_paused(wc))) {
+            rv = keep_unparsed(wc, buf + off, len - off);
+            break;
+        }
+    }
+    free(buf);
+    return rv;
 }

@@ -2,8 +2,10 @@
  * ws_io.c - a WebSocket's non-blocking I/O, through the filters or on the
  * socket (see ws_io.h).
  */
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "httpd.h"
@@ -46,7 +48,7 @@ apr_status_t ws_io_init(ws_io *io, ws_conn *wc, apr_pool_t *p)
  * connection filter; mod_logio's input counter is fine, its counts are
  * kept by hand): reading and writing the socket directly is then exactly
  * what the filters would do. */
-static int core_filters_only(conn_rec *c)
+static ap_filter_t *below_logio(conn_rec *c)
 {
     ap_filter_t *in = c->input_filters;
 
@@ -54,10 +56,33 @@ static int core_filters_only(conn_rec *c)
                                                 "log_input_output")) {
         in = in->next;
     }
+    return in;
+}
+
+static int core_filters_only(conn_rec *c)
+{
+    ap_filter_t *in = below_logio(c);
+
     return in && c->output_filters
            && in->frec == ap_core_input_filter_handle && !in->next
            && c->output_filters->frec == ap_core_output_filter_handle
            && !c->output_filters->next;
+}
+
+/* A reader paused in the middle of what the core input filter had does
+ * not know whether it holds more: a speculative read of one byte says,
+ * and leaves it in place.  Below mod_logio, which would count it. */
+static void check_filters_drained(ws_io *io)
+{
+    apr_status_t rv;
+
+    rv = ap_get_brigade(below_logio(io->c), io->in, AP_MODE_SPECULATIVE,
+                        APR_NONBLOCK_READ, 1);
+    if (APR_STATUS_IS_EAGAIN(rv)
+        || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(io->in))) {
+        io->filters_drained = 1;
+    }
+    apr_brigade_cleanup(io->in);
 }
 
 int ws_io_try_direct(ws_io *io)
@@ -71,8 +96,14 @@ int ws_io_try_direct(ws_io *io)
         apr_socket_timeout_set(ap_get_conn_socket(c), 0);
     }
     if (io->direct || c->master || !core_filters_only(c)
-        || !io->filters_drained || c->data_in_output_filters) {
+        || c->data_in_output_filters) {
         return io->direct;
+    }
+    if (!io->filters_drained) {
+        check_filters_drained(io);
+        if (!io->filters_drained) {
+            return 0;
+        }
     }
     io->direct = 1;
     io->sock = ap_get_conn_socket(c);
@@ -87,7 +118,8 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
     ws_conn *wc = io->wc;
     apr_size_t done = 0;
 
-    while (!wc->peer_closed && !wc->paused && done < budget) {
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
+           && done < budget) {
         apr_size_t len = size;
         apr_status_t rv = apr_socket_recv(io->sock, (char *)scratch, &len);
 
@@ -142,7 +174,7 @@ static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
     apr_size_t done = 0;
 
     io->filters_drained = 0;
-    while (!wc->peer_closed && !wc->paused) {
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)) {
         apr_size_t len = size;
         apr_status_t rv;
         int eos;
@@ -382,6 +414,27 @@ int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
     }
     return apr_socket_send(io->sock, (const char *)frame, &n) == APR_SUCCESS
            && n == len;
+}
+
+ws_io_peer_state ws_io_peek_peer(ws_io *io)
+{
+    apr_os_sock_t fd;
+    char byte;
+    ssize_t n;
+
+    if (!io->direct || apr_os_sock_get(&fd, io->sock) != APR_SUCCESS) {
+        return WS_IO_PEER_UNKNOWN;
+    }
+    do {
+        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        return WS_IO_PEER_DATA_WAITS;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return WS_IO_PEER_UNKNOWN;
+    }
+    return WS_IO_PEER_GONE;
 }
 
 int ws_io_output_pending(const ws_io *io)

@@ -792,6 +792,13 @@ void ws_ring_wake_all(ws_ring *r)
 
 #define LOAD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 
+uint64_t ws_ring_newest_seq(ws_ring *r)
+{
+    uint64_t next = LOAD(r->hdr->commit.next_seq);
+
+    return next ? next - 1 : 0;
+}
+
 void ws_ring_stats_get(ws_ring *r, ws_ring_stats *out)
 {
     const ring_header *h = r->hdr;

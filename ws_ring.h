@@ -369,6 +369,11 @@ typedef struct ws_ring_stats {
 /* A snapshot of the counters (each read atomically; not all at once). */
 void ws_ring_stats_get(ws_ring *ring, ws_ring_stats *out);
 
+/* The seq of the newest committed record (0: none yet), without the lock:
+ * a reader that skips records up to it sees only what is published
+ * after the call (a publish under way may go either side). */
+uint64_t ws_ring_newest_seq(ws_ring *ring);
+
 #ifdef WS_RING_TEST_HOOKS
 /* Test builds only (t/test_ring.c): called at the points named, so a test
  * can kill a writer mid-copy or publish while a reader copies. */

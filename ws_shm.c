@@ -7,7 +7,9 @@
  * then the users' areas for the server.  A child writes only its own
  * table and areas; anyone reads any.  Slots are twice ServerLimit, so
  * that the children of two generations of a graceful restart have one
- * each.
+ * each.  Last, the node area (ws_redis.c's: the Redis relay's election
+ * and counters), made whether or not Redis is configured, since a
+ * restart may turn it on.
  */
 #include <errno.h>
 #include <signal.h>
@@ -24,6 +26,7 @@
 #include "apr_hash.h"
 #include "apr_strings.h"
 
+#include "ws_redis.h"
 #include "ws_shm.h"
 
 APLOG_USE_MODULE(websocket);
@@ -31,7 +34,7 @@ APLOG_USE_MODULE(websocket);
 /* The layout's version is in the key: a restart into a build whose
  * shm_layout differs makes a mapping of its own instead of reading the
  * old one's (the old children keep theirs until they exit). */
-#define RETAINED_KEY   "mod_websocket shared memory 2"
+#define RETAINED_KEY   "mod_websocket shared memory 3"
 /* All the count tables together stay under this. */
 #define COUNTS_BUDGET  (4 * 1024 * 1024)
 #define MAX_USERS      8
@@ -59,6 +62,7 @@ typedef struct shm_layout {
     size_t users_base;               /* the first slot's users' areas */
     size_t users_child;              /* bytes of users' areas per slot */
     size_t users_global;             /* and for the server, after them */
+    size_t node_offset, node_bytes;  /* the node area (ws_redis.h) */
 } shm_layout;
 
 /* This child's view. */
@@ -177,16 +181,19 @@ static int compute_layout(shm_layout *l, apr_off_t capacity)
     }
     l->users_base = l->ring_bytes + (size_t)l->slots * l->table_bytes;
     lay_out_users(l->slots, &l->users_child, &l->users_global);
-    l->size = l->users_base + (size_t)l->slots * l->users_child
-              + l->users_global;
+    l->node_offset = l->users_base + (size_t)l->slots * l->users_child
+                     + round64(l->users_global);
+    l->node_bytes = ws_redis_node_size();
+    l->size = l->node_offset + l->node_bytes;
     l->mem = mmap(NULL, l->size, PROT_READ | PROT_WRITE,
                   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (l->mem == MAP_FAILED) {
         l->mem = NULL;
         return 0;
     }
-    if (capacity > 0 && ws_ring_init(l->mem, l->ring_bytes, (size_t)capacity,
-                                     max_message, index_slots) != WS_RING_OK) {
+    if ((capacity > 0 && ws_ring_init(l->mem, l->ring_bytes, (size_t)capacity,
+                                      max_message, index_slots) != WS_RING_OK)
+        || !ws_redis_node_init((char *)l->mem + l->node_offset)) {
         munmap(l->mem, l->size);
         l->mem = NULL;
         return 0;
@@ -357,6 +364,15 @@ ws_ring *ws_shm_ring(void)
 int ws_shm_child_index(void)
 {
     return my_index;
+}
+
+void *ws_shm_node(size_t *size)
+{
+    if (!layout) {
+        return NULL;
+    }
+    *size = layout->node_bytes;
+    return (char *)layout->mem + layout->node_offset;
 }
 
 static uint64_t nonzero(uint64_t hash)

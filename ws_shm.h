@@ -1,7 +1,8 @@
 /*
  * ws_shm.h - the memory every child process of the server shares: the
- * topics' message ring (ws_ring.h) and a table per child of how many of
- * its connections subscribe to each topic.
+ * topics' message ring (ws_ring.h), a table per child of how many of
+ * its connections subscribe to each topic, and the node area of the
+ * Redis relay (ws_redis.h).
  *
  * The parent maps it once, anonymous and shared, in its first real
  * post_config, before any child is forked, and keeps it for its whole
@@ -92,5 +93,9 @@ void *ws_shm_global_area(const ws_shm_user *u);
 /* Whether a process of that pid exists (a slot's owner may have died
  * without giving its slot back). */
 int ws_shm_pid_alive(pid_t pid);
+
+/* The node area (ws_redis.h's, of *size bytes), or NULL when the shared
+ * memory could not be made. */
+void *ws_shm_node(size_t *size);
 
 #endif /* WS_SHM_H */

@@ -17,6 +17,7 @@
 #include "mod_status.h"
 
 #include "ws_conn.h"
+#include "ws_redis.h"
 #include "ws_shm.h"
 #include "ws_stats.h"
 #include "ws_async.h"
@@ -244,6 +245,37 @@ typedef struct status_line {
         n++; \
     } while (0)
 
+/* The Redis relay's figures (ws_redis.c keeps them in the node area),
+ * when this server has WebSocketRedis. */
+static int collect_redis(status_line *lines)
+{
+    ws_redis_stats rs;
+    int n = 0;
+
+    ws_redis_stats_get(&rs);
+    if (!rs.configured) {
+        return 0;
+    }
+    LINE("WebSocketRedisConnected", "Redis relay connected", rs.connected);
+    LINE("WebSocketRedisRelayPid", "Child running the Redis relay",
+         rs.relay_pid);
+    LINE("WebSocketRedisReconnects", "Redis reconnections",
+         (apr_int64_t)rs.reconnects);
+    LINE("WebSocketRedisOutages", "Redis found unavailable",
+         (apr_int64_t)rs.outages);
+    LINE("WebSocketRedisMessagesOut", "Messages published to Redis",
+         (apr_int64_t)rs.relayed_out);
+    LINE("WebSocketRedisMessagesIn", "Messages from other nodes",
+         (apr_int64_t)rs.relayed_in);
+    LINE("WebSocketRedisNotReplicated", "Publishes kept on this node "
+         "(Redis away)", (apr_int64_t)rs.not_replicated);
+    LINE("WebSocketRedisDroppedIn", "Messages from Redis refused",
+         (apr_int64_t)rs.dropped_in);
+    LINE("WebSocketRedisChannels", "Redis channels subscribed",
+         (apr_int64_t)rs.channels);
+    return n;
+}
+
 static int collect(apr_pool_t *p, status_line *lines)
 {
     apr_int64_t s[WS_STAT_COUNT];
@@ -312,17 +344,7 @@ static int collect(apr_pool_t *p, status_line *lines)
         LINE("WebSocketTopicBytes", "Bytes published to topics",
              (apr_int64_t)rs.payload_bytes);
     }
-    if (s[WS_STAT_REDIS_LINKS] > 0) {
-        LINE("WebSocketRedisLinks", "Redis links", s[WS_STAT_REDIS_LINKS]);
-        LINE("WebSocketRedisLinksUp", "Redis links up",
-             s[WS_STAT_REDIS_LINKS_UP]);
-        LINE("WebSocketRedisReconnects", "Redis reconnections",
-             s[WS_STAT_REDIS_RECONNECTS]);
-        LINE("WebSocketRedisMessagesIn", "Messages from Redis",
-             s[WS_STAT_REDIS_MSGS_IN]);
-        LINE("WebSocketRedisMessagesOut", "Messages to Redis",
-             s[WS_STAT_REDIS_MSGS_OUT]);
-    }
+    n += collect_redis(lines + n);
     return n;
 }
 

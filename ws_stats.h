@@ -29,8 +29,6 @@ typedef enum ws_stat {
     WS_STAT_OPEN_HTTP2,              /* open on HTTP/2 streams (RFC 8441) */
     WS_STAT_QUEUED,                  /* bytes queued for sending */
     WS_STAT_DISPATCH_BUSY,           /* dispatch threads in a plugin call */
-    WS_STAT_REDIS_LINKS,             /* see "The Redis relay" below */
-    WS_STAT_REDIS_LINKS_UP,
     WS_STAT_GAUGES,                  /* (the number of gauges) */
     /* counters */
     WS_STAT_OPENED = WS_STAT_GAUGES, /* WebSockets opened */
@@ -51,9 +49,6 @@ typedef enum ws_stat {
     WS_STAT_REFUSED_PER_IP,          /* 429 WebSocketMaxConnectionsPerIP */
     WS_STAT_SLOW_PLUGINS,            /* plugins found blocking a loop */
     WS_STAT_LOOP_TAKEOVERS,          /* loops given to a new thread */
-    WS_STAT_REDIS_RECONNECTS,
-    WS_STAT_REDIS_MSGS_IN,
-    WS_STAT_REDIS_MSGS_OUT,
     WS_STAT_COUNT
 } ws_stat;
 
@@ -115,14 +110,5 @@ void ws_stats_child_init(apr_pool_t *pchild);
 
 /* register_hooks: the section of server-status. */
 void ws_stats_register_hooks(void);
-
-/*
- * The Redis relay (another part of the project) reports its link here:
- * in each child that has one configured it adds 1 to WS_STAT_REDIS_LINKS
- * (and takes it back at child exit), keeps WS_STAT_REDIS_LINKS_UP at 1
- * while connected, and counts WS_STAT_REDIS_RECONNECTS and the messages
- * it relays each way with ws_stats_add.  server-status shows the Redis
- * lines once a child reports a link.
- */
 
 #endif /* WS_STATS_H */

@@ -15,6 +15,7 @@
 #include "http_log.h"
 #include "apr_strings.h"
 
+#include "ws_redis.h"
 #include "ws_shm.h"
 #include "ws_topic_int.h"
 
@@ -145,6 +146,57 @@ static void drop_topic(topic *t)
     free(t);
 }
 
+/* Names a topic to the node's Redis relay (a control record in the
+ * ring), after this child's count of its subscribers went from 0 to 1 or
+ * back: the relay then subscribes to its channel or lets it go
+ * (ws_redis_interest.c).  Called with the lock held, so that the names
+ * of one topic enter the ring in the order of the changes. */
+static void name_to_relay(const char *name, size_t len)
+{
+    ws_ring_msg m = { TOPIC_CONTROL_NAME, TOPIC_CONTROL_NAME_LEN, name, len,
+                      TOPIC_CONTROL, 0 };
+
+    if (ws_redis_enabled()) {
+        ws_ring_publish(ws_shm_ring(), &m, NULL);
+    }
+}
+
+static void collect_name(topic *t, void *baton)
+{
+    apr_array_header_t *names = baton;
+    topic *copy = malloc(sizeof(*copy) + t->len);
+
+    if (copy) {
+        memcpy(copy->name, t->name, t->len);
+        copy->len = t->len;
+        APR_ARRAY_PUSH(names, topic *) = copy;
+    }
+}
+
+void ws_topic_announce_all(void)
+{
+    apr_pool_t *p;
+    apr_array_header_t *names;
+    int i;
+
+    if (!ws_redis_enabled() || apr_pool_create(&p, NULL) != APR_SUCCESS) {
+        return;
+    }
+    names = apr_array_make(p, 64, sizeof(topic *));
+    pthread_mutex_lock(&ws_topic_lock);
+    ws_topic_each(collect_name, names);
+    pthread_mutex_unlock(&ws_topic_lock);
+    /* Outside the lock: a hint is only "look again", so its order with
+     * the changes of meanwhile does not matter. */
+    for (i = 0; i < names->nelts; i++) {
+        topic *t = APR_ARRAY_IDX(names, i, topic *);
+
+        name_to_relay(t->name, t->len);
+        free(t);
+    }
+    apr_pool_destroy(p);
+}
+
 /* With the lock held. */
 static ws_subscription *find_subscription(ws_conn *wc, topic *t)
 {
@@ -174,6 +226,7 @@ static void unlink_subscription(ws_subscription *sub)
     t->count--;
     count(t, -1);
     if (!t->subs) {
+        name_to_relay(t->name, t->len);
         drop_topic(t);
     }
     free(sub);
@@ -227,6 +280,12 @@ int ws_topic_subscribe(ws_conn *wc, const char *name, size_t len, int flags,
             wc->subscriptions = sub;
             t->count++;
             count(t, 1);
+            if (t->count == 1) {
+                name_to_relay(name, len);
+            }
+            /* This child's reader may be behind the ring: what it has
+             * still to deliver was published before this subscription. */
+            sub->replayed_until = ws_ring_newest_seq(ws_shm_ring());
             if (sub->ids && resume_after) {
                 ws_topic_replay(sub, ws_topic_parse_id(resume_after));
             }
@@ -282,13 +341,20 @@ void ws_topic_forget(ws_conn *wc)
     pthread_mutex_unlock(&ws_topic_lock);
 }
 
+/* Publishes one record.  With WebSocketRedis, *replicated (if not NULL)
+ * says whether it goes to the other nodes: WS_REDIS_DOWN marks it local
+ * (the relay then leaves it) and counts it. */
 static long publish_record(const char *name, size_t len, uint32_t flags,
                            const uint8_t *data, size_t size, uint64_t origin,
-                           uint64_t *seq)
+                           uint64_t *seq, int *replicated)
 {
     ws_ring *ring = ws_shm_ring();
+    int redis = ws_redis_state();
     ws_ring_msg msg;
 
+    if (replicated) {
+        *replicated = redis;
+    }
     if (!ring) {
         return WEBSOCKET_ENOTOPICS;
     }
@@ -299,10 +365,13 @@ static long publish_record(const char *name, size_t len, uint32_t flags,
     msg.topic_len = len;
     msg.payload = data;
     msg.payload_len = size;
-    msg.flags = flags;
+    msg.flags = flags | (redis == WS_REDIS_DOWN ? TOPIC_LOCAL_ONLY : 0);
     msg.origin = origin;
     switch (ws_ring_publish(ring, &msg, seq)) {
     case WS_RING_OK:
+        if (redis == WS_REDIS_DOWN) {
+            ws_redis_count_local_only();
+        }
         return ws_shm_subscribers(ws_ring_topic_hash(name, len));
     case WS_RING_TOO_BIG:
         return WEBSOCKET_ETOOBIG;
@@ -313,44 +382,49 @@ static long publish_record(const char *name, size_t len, uint32_t flags,
     }
 }
 
-long ws_topic_publish(const char *name, size_t len, int opcode,
-                      const uint8_t *data, size_t size, ws_conn *exclude)
-{
-    uint64_t seq;
-
-    if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY)
-        || (opcode == WS_OP_TEXT
-            && ws_utf8_feed(WS_UTF8_ACCEPT, data, size) != WS_UTF8_ACCEPT)) {
-        return WEBSOCKET_EINVAL;
-    }
-    return publish_record(name, len, (uint32_t)opcode, data, size,
-                          exclude ? exclude->id : 0, &seq);
-}
-
-long ws_topic_publish_id(const char *name, size_t len, int opcode,
-                         const uint8_t *data, size_t size, char *id,
-                         size_t id_size)
+long ws_topic_publish_ex(const char *name, size_t len, int opcode,
+                         const uint8_t *data, size_t size, ws_conn *exclude,
+                         char *id, size_t id_size, int *replicated)
 {
     uint64_t seq = 0;
     long n;
 
+    if (replicated) {
+        *replicated = WS_REDIS_OFF;
+    }
     if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY)
         || (opcode == WS_OP_TEXT
             && ws_utf8_feed(WS_UTF8_ACCEPT, data, size) != WS_UTF8_ACCEPT)) {
         return WEBSOCKET_EINVAL;
     }
-    n = publish_record(name, len, (uint32_t)opcode, data, size, 0, &seq);
+    n = publish_record(name, len, (uint32_t)opcode, data, size,
+                       exclude ? exclude->id : 0, &seq, replicated);
     if (n >= 0 && id) {
         ws_topic_format_id(id, id_size, seq);
     }
     return n;
 }
 
+long ws_topic_publish(const char *name, size_t len, int opcode,
+                      const uint8_t *data, size_t size, ws_conn *exclude)
+{
+    return ws_topic_publish_ex(name, len, opcode, data, size, exclude, NULL,
+                               0, NULL);
+}
+
+long ws_topic_publish_id(const char *name, size_t len, int opcode,
+                         const uint8_t *data, size_t size, char *id,
+                         size_t id_size)
+{
+    return ws_topic_publish_ex(name, len, opcode, data, size, NULL, id,
+                               id_size, NULL);
+}
+
 long ws_topic_close(const char *name, size_t len)
 {
     uint64_t seq;
 
-    return publish_record(name, len, TOPIC_CLOSE, NULL, 0, 0, &seq);
+    return publish_record(name, len, TOPIC_CLOSE, NULL, 0, 0, &seq, NULL);
 }
 
 long ws_topic_subscribers(const char *name, size_t len)
@@ -360,6 +434,43 @@ long ws_topic_subscribers(const char *name, size_t len)
     }
     return topic_ok(name, len) ? ws_shm_subscribers(ws_ring_topic_hash(name, len))
                                : WEBSOCKET_EINVAL;
+}
+
+/* ws_ring_history's callback: the records are only counted. */
+static int count_record(void *baton, const ws_ring_record *rec)
+{
+    (void)rec;
+    ++*(long *)baton;
+    return 0;
+}
+
+long ws_topic_history(const char *name, size_t len, size_t max,
+                      char *last_id, size_t id_size)
+{
+    ws_ring_history_result res;
+    ws_ring_status st;
+    long n = 0;
+
+    if (last_id && id_size) {
+        *last_id = '\0';
+    }
+    if (!ws_shm_ring()) {
+        return WEBSOCKET_ENOTOPICS;
+    }
+    if (!topic_ok(name, len) || !max) {
+        return topic_ok(name, len) ? 0 : WEBSOCKET_EINVAL;
+    }
+    /* OVERRUN: publishers overwrote the oldest while they were counted;
+     * what was counted stands. */
+    st = ws_ring_history(ws_shm_ring(), name, len, 0, max, count_record, &n,
+                         &res);
+    if (st != WS_RING_OK && st != WS_RING_OVERRUN) {
+        return WEBSOCKET_ENOMEM;
+    }
+    if (res.count && last_id) {
+        ws_topic_format_id(last_id, id_size, res.last_seq);
+    }
+    return (long)res.count;
 }
 
 /* ---- ids ---- */

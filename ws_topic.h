@@ -26,11 +26,28 @@ long ws_topic_publish_id(const char *topic, size_t len, int opcode,
                          const uint8_t *data, size_t size, char *id,
                          size_t id_size);
 
-/* Closes every subscriber of a topic, in every child, with 1000. */
+/* Both in one, for publishers that want everything: exclude (or NULL),
+ * id (or NULL), and *replicated (or NULL): with WebSocketRedis, whether
+ * the message goes to the other nodes too (WS_REDIS_UP, 1) or stays on
+ * this one because Redis is unavailable (WS_REDIS_DOWN, 0; counted);
+ * WS_REDIS_OFF (-1) without WebSocketRedis (ws_redis.h). */
+long ws_topic_publish_ex(const char *topic, size_t len, int opcode,
+                         const uint8_t *data, size_t size, ws_conn *exclude,
+                         char *id, size_t id_size, int *replicated);
+
+/* Closes every subscriber of a topic, in every child (and, with
+ * WebSocketRedis, of every node), with 1000. */
 long ws_topic_close(const char *topic, size_t len);
 
 /* Subscribers of a topic in the whole server now, or an error (< 0). */
 long ws_topic_subscribers(const char *topic, size_t len);
+
+/* What a subscriber resuming from the start could be replayed now, with
+ * a history of max messages: how many of the topic's messages the ring
+ * still holds (at most max), and the newest one's id in last_id ("" when
+ * none).  The count, or an error (< 0). */
+long ws_topic_history(const char *topic, size_t len, size_t max,
+                      char *last_id, size_t id_size);
 
 /* The connection ends: all its subscriptions go. */
 void ws_topic_forget(ws_conn *wc);

@@ -313,6 +313,15 @@ static void *reader_main(void *unused)
     while (!__atomic_load_n(&reader_stop, __ATOMIC_ACQUIRE)) {
         ws_ring_status st = ws_ring_peek(ring, &rd, rec);
 
+        if (st == WS_RING_OK && (rec->flags & TOPIC_CONTROL)) {
+            /* The Redis relay's: never delivered; a new relay asks every
+             * child for the topics it has subscribers to. */
+            if (rec->flags & TOPIC_QUERY) {
+                ws_topic_announce_all();
+            }
+            ws_ring_skip(ring, &rd, NULL);
+            continue;
+        }
         if (st == WS_RING_OK && !ws_topic_maybe_local(rec->topic_hash)) {
             ws_ring_skip(ring, &rd, NULL);
             continue;
@@ -382,8 +391,14 @@ static int collect(void *baton, const ws_ring_record *rec)
     ws_ring_record *copy;
     uint8_t *payload;
 
+    int opcode = (int)(rec->flags & TOPIC_OPCODE_MASK);
+
     if (rp->count == rp->max) {
         return 1;
+    }
+    if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY)
+        || (rec->flags & TOPIC_CLOSE)) {
+        return 0;                    /* a close before it subscribed */
     }
     copy = malloc(sizeof(*copy));
     payload = malloc(rec->payload_len + 1);
@@ -439,7 +454,9 @@ void ws_topic_replay(ws_subscription *sub, int64_t after_seq)
             too_slow(sub);
         }
     }
-    sub->replayed_until = res.snapshot_seq;
+    if (res.snapshot_seq > sub->replayed_until) {
+        sub->replayed_until = res.snapshot_seq;
+    }
     for (i = 0; i < rp.count; i++) {
         free(rp.recs[i]);
         free(rp.payloads[i]);

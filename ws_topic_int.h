@@ -23,6 +23,20 @@
 #define TOPIC_OPCODE_MASK   0x0f     /* WS_OP_TEXT or WS_OP_BINARY */
 #define TOPIC_CLOSE         0x10     /* close the topic's subscribers */
 #define TOPIC_FROM_REDIS    0x20     /* relayed from another node */
+/* WebSocketRedis (ws_redis.c): the publisher was told that the message
+ * stays on this node (Redis was down), so the relay does not send it. */
+#define TOPIC_LOCAL_ONLY    0x40
+/* A control record for the node's Redis relay, never delivered: its topic
+ * is TOPIC_CONTROL_NAME, its payload the name of a topic whose local
+ * subscribers went from none to some or back (the relay subscribes or
+ * unsubscribes its channel); with TOPIC_QUERY, no payload: the relay is
+ * new and every child names again each topic it has subscribers to. */
+#define TOPIC_CONTROL       0x80
+#define TOPIC_QUERY         0x100
+/* A topic no plugin can subscribe to (C strings cannot start with NUL),
+ * so control records stay out of real topics' history. */
+#define TOPIC_CONTROL_NAME      "\0redis"
+#define TOPIC_CONTROL_NAME_LEN  6
 
 typedef struct topic topic;
 
@@ -57,6 +71,10 @@ void ws_topic_each(void (*fn)(topic *t, void *baton), void *baton);
 /* Without the lock: whether some topic of this hash may have local
  * subscribers (no: the record is skipped without a copy). */
 int ws_topic_maybe_local(uint64_t hash);
+
+/* ws_topic.c: every topic with local subscribers is named again to the
+ * Redis relay (an answer to TOPIC_QUERY), from the reader thread. */
+void ws_topic_announce_all(void);
 
 /* The ids given to clients: "<epoch>-<seq>". */
 int ws_topic_format_id(char *out, size_t size, uint64_t seq);

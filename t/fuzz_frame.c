@@ -1,21 +1,23 @@
 /*
  * t/fuzz_frame.c - libFuzzer target for the frame parser (ws_frame.c).
  *
+ *   make fuzz                  (all targets; see the Makefile)
  *   clang -g -O1 -fsanitize=fuzzer,address,undefined t/fuzz_frame.c ws_frame.c \
  *         -o /tmp/fuzz_frame && /tmp/fuzz_frame -max_total_time=60
  *
- * Without libFuzzer (CI, replaying a crash):
+ * Without libFuzzer (make unit, replaying a crash), with t/fuzz_standalone.c:
  *
- *   gcc -std=gnu99 -g -O1 -DFUZZ_STANDALONE -fsanitize=address,undefined \
- *       t/fuzz_frame.c ws_frame.c -o /tmp/fuzz_frame
- *   /tmp/fuzz_frame [file...]     (no files: a few thousand seeded inputs)
+ *   t/fuzz_frame_replay [file-or-dir...]   (none: seeded random inputs)
  *
  * Input: byte 0 picks the configuration, byte 1 seeds the piece sizes,
- * the rest is the byte stream.  The stream is parsed three times: whole,
- * and in random pieces both assembled and as chunks.  Each piece lives in
- * a buffer of exactly its size, so ASan sees any read past what was
- * given.  Every event is checked for sanity, and the three runs must
- * agree on the events (chunks merged into messages) and bytes consumed.
+ * the rest is the byte stream.  The stream is parsed four times: whole;
+ * in random pieces of up to 226 bytes, both assembled and as chunks; and
+ * cut at up to 8 random points anywhere (a piece may be most of the
+ * stream), chosen from a hash of the whole input so that a run is
+ * reproducible.  Each piece lives in a buffer of exactly its size, so
+ * ASan sees any read past what was given.  Every event is checked for
+ * sanity, and the runs must agree on the events (chunks merged into
+ * messages) and bytes consumed.
  */
 #include "../ws_frame.h"
 
@@ -23,12 +25,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FAIL(...) do { \
-        fprintf(stderr, "fuzz_frame: " __VA_ARGS__); \
-        fprintf(stderr, "\n"); \
-        abort(); \
-    } while (0)
-#define ASSERT(cond) do { if (!(cond)) FAIL("%s:%d: %s", __FILE__, __LINE__, #cond); } while (0)
+#define FUZZ_NAME "fuzz_frame"
+#include "fuzz.h"
 
 static const uint64_t limits[8] = { 0, 1, 20, 100, 125, 126, 1000, 65536 };
 
@@ -262,6 +260,55 @@ static void run_pieces(run_state *r, const uint8_t *data, size_t size,
     free(window);
 }
 
+/* Feeds the stream cut at positions from cuts[] (sorted, each <= size),
+ * with what a piece leaves unconsumed carried into the next one. */
+static void run_cuts(run_state *r, const uint8_t *data, size_t size,
+                     const size_t *cuts, size_t ncuts)
+{
+    uint8_t *window = NULL;
+    size_t left = 0, at = 0, i;
+
+    for (i = 0; i <= ncuts && !r->done; i++) {
+        size_t to = i < ncuts ? cuts[i] : size, used;
+        uint8_t *next;
+
+        if (to == at)
+            continue;
+        next = malloc(left + (to - at));
+        if (left)
+            memcpy(next, window, left);
+        memcpy(next + left, data + at, to - at);
+        free(window);
+        window = next;
+        left += to - at;
+        at = to;
+        used = feed(r, window, left);
+        left -= used;
+        memmove(window, window + used, left);
+    }
+    free(window);
+}
+
+/* 1 to 8 cut points spread over the whole stream, from the input's hash. */
+static size_t pick_cuts(const uint8_t *input, size_t input_size, size_t size,
+                        size_t *cuts)
+{
+    uint64_t h = mix(0xcbf29ce484222325ull, input, input_size);
+    size_t n = 1 + (size_t)(h & 7), i, j;
+
+    for (i = 0; i < n; i++) {
+        h = h * 6364136223846793005ull + 1442695040888963407ull;
+        cuts[i] = size ? (size_t)((h >> 33) % (size + 1)) : 0;
+        for (j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+            size_t t = cuts[j];
+
+            cuts[j] = cuts[j - 1];
+            cuts[j - 1] = t;
+        }
+    }
+    return n;
+}
+
 static void compare(const run_state *a, const run_state *b, const char *what)
 {
     if (a->digest != b->digest || a->consumed != b->consumed || a->done != b->done)
@@ -272,7 +319,9 @@ static void compare(const run_state *a, const run_state *b, const char *what)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    run_state whole, split, other;
+    run_state whole, split, other, cut;
+    const uint8_t *input = data;
+    size_t input_size = size, cuts[8], ncuts;
     uint8_t conf;
     uint32_t seed;
     size_t max;
@@ -297,14 +346,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     run_pieces(&other, data, size, seed ^ 0x5555, max);
     compare(&whole, &other, "other assemble mode");
 
+    ncuts = pick_cuts(input, input_size, size, cuts);
+    run_init(&cut, conf, (conf >> 1) & 1);
+    run_cuts(&cut, data, size, cuts, ncuts);
+    compare(&whole, &cut, "feed cut at random points");
+
     ws_parser_destroy(whole.p);
     ws_parser_destroy(split.p);
     ws_parser_destroy(other.p);
+    ws_parser_destroy(cut.p);
     return 0;
 }
 
 #ifdef FUZZ_STANDALONE
-/* ---- replay files, or run seeded random inputs ---- */
+/* ---- seeded random inputs for t/fuzz_standalone.c ---- */
+int fuzz_standalone_default(void);
 
 static uint64_t rng = 0x2545F4914F6CDD1Dull;
 
@@ -396,41 +452,12 @@ static size_t random_input(uint8_t *out, size_t cap)
     return n;
 }
 
-static int replay(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    uint8_t *buf;
-    long size;
-
-    if (!f) {
-        perror(path);
-        return 1;
-    }
-    fseek(f, 0, SEEK_END);
-    size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = malloc(size > 0 ? (size_t)size : 1);
-    if (size > 0 && fread(buf, 1, (size_t)size, f) != (size_t)size) {
-        perror(path);
-        return 1;
-    }
-    fclose(f);
-    LLVMFuzzerTestOneInput(buf, (size_t)(size > 0 ? size : 0));
-    free(buf);
-    return 0;
-}
-
-int main(int argc, char **argv)
+/* Without arguments, t/fuzz_frame_replay runs this many seeded inputs. */
+int fuzz_standalone_default(void)
 {
     static uint8_t buf[8192];
-    int i, rc = 0;
+    int i;
 
-    for (i = 1; i < argc; i++)
-        rc |= replay(argv[i]);
-    if (argc > 1) {
-        printf("fuzz_frame: %d file(s) replayed\n", argc - 1);
-        return rc;
-    }
     for (i = 0; i < 5000; i++) {
         size_t n = random_input(buf, sizeof buf);
 

@@ -5,8 +5,11 @@ import json
 import re
 import socket
 
+import types
+
 import pytest
 
+import harness
 import wsraw
 from wsraw import WSClient, handshake, http_request, request_bytes, ws_headers
 from conftest import AUTH_USER, AUTH_PASS, TRUSTED
@@ -412,3 +415,239 @@ def test_access_log_line_per_websocket(srv):
     for l in lines:
         m = re.search(r'" (\d{3}) \S+ (\d+)$', l)
         assert m and m.group(1) == "101", l
+
+
+# ---- hardening: method, body, version range, origins ------------------------
+
+def test_head_is_400(srv):
+    """httpd gives HEAD the method number of GET (and sets header_only):
+    a HEAD with the WebSocket headers must not be upgraded."""
+    mark = srv.mark()
+    r = http_request(srv.port, request_bytes(
+        "/probe", ws_headers(srv.port, extra=[("X-Conn-Id", "head")]),
+        method="HEAD"), read_body=False)
+    assert r.status == 400, r
+    assert_refusal_logged(srv, mark, r, "HEAD")
+    assert "connect id=head " not in srv.since(mark, "test")
+
+
+@pytest.mark.parametrize("body_headers,body", [
+    ([("Content-Length", "9")], wsraw.build_frame(wsraw.OP_TEXT, b"bod")),
+    ([("Transfer-Encoding", "chunked")], b"9\r\n" + wsraw.build_frame(
+        wsraw.OP_TEXT, b"bod") + b"\r\n0\r\n\r\n"),
+], ids=["content-length", "chunked"])
+def test_request_with_body_is_400(srv, body_headers, body):
+    """Bytes of a request body must not be read as WebSocket frames."""
+    mark = srv.mark()
+    hdrs = ws_headers(srv.port, extra=[("X-Conn-Id", "body")]) + body_headers
+    r = http_request(srv.port, request_bytes("/probe", hdrs) + body)
+    assert r.status == 400, r
+    assert_refusal_logged(srv, mark, r, body_headers[0][0])
+    assert "connect id=body " not in srv.since(mark, "test")
+
+
+def test_content_length_zero_is_no_body(srv):
+    hdrs = ws_headers(srv.port) + [("Content-Length", "0")]
+    frame = wsraw.build_frame(wsraw.OP_TEXT, b"after cl0")
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(request_bytes("/echo", hdrs) + frame)
+        head, rest = wsraw.recv_head(s)
+        assert wsraw.parse_head(head)[0] == 101
+        while len(rest) < 11:
+            rest += s.recv(4096)
+        assert rest == b"\x81\x09after cl0"
+
+
+@pytest.mark.parametrize("version", ["256", "999"])
+def test_version_outside_0_255_is_400(srv, version):
+    """RFC 6455 4.1: the version is a number from 0 to 255; anything else
+    is malformed (400), not an unsupported version (426)."""
+    mark = srv.mark()
+    r = handshake(srv.port, "/echo", version=version)
+    assert r.status == 400, r
+    assert r.header("Sec-WebSocket-Version") == VERSIONS_HEADER
+    assert_refusal_logged(srv, mark, r, "version", version)
+
+
+def test_version_255_is_426(srv):
+    r = handshake(srv.port, "/echo", version="255")
+    assert r.status == 426, r
+
+
+@pytest.mark.parametrize("version", ["7", "8"])
+@pytest.mark.parametrize("header", ["Origin", "Sec-WebSocket-Origin"])
+def test_old_versions_check_either_origin_header(srv, version, header):
+    """Drafts 11 and 12 send version 8 with Origin, drafts 7 to 10 send
+    Sec-WebSocket-Origin: whichever is present is checked."""
+    mark = srv.mark()
+    bad = handshake(srv.port, "/probe", version=version,
+                    extra=[(header, "http://evil.example")])
+    assert bad.status == 403, bad
+    assert_refusal_logged(srv, mark, bad, header, "evil.example")
+    good = handshake(srv.port, "/probe", version=version,
+                     extra=[(header, srv.origin)])
+    assert good.status == 101, good
+
+
+def test_both_origin_headers_checked(srv):
+    r = handshake(srv.port, "/probe", origin=srv.origin,
+                  extra=[("Sec-WebSocket-Origin", "http://evil.example")])
+    assert r.status == 403, r
+
+
+def test_dns_rebinding_refused(srv):
+    """A page of evil.example whose name now resolves to this server: Host
+    and Origin agree, but neither is a name of the server."""
+    mark = srv.mark()
+    evil = "evil.example:%d" % srv.port
+    hdrs = [(k, evil if k == "Host" else v)
+            for k, v in ws_headers(srv.port, origin="http://" + evil,
+                                   extra=[("X-Conn-Id", "rebind")])]
+    r = http_request(srv.port, request_bytes("/probe", hdrs))
+    assert r.status == 403, r
+    line = assert_refusal_logged(srv, mark, r, "Origin", "evil.example")
+    assert "127.0.0.1:%d" % srv.port in line, line
+    assert "connect id=rebind " not in srv.since(mark, "test")
+
+
+def test_refusal_log_names_useragent_ip(make_httpd):
+    """Behind mod_remoteip, the log line names the client, not the proxy."""
+    def conf(h):
+        return ("LoadModule remoteip_module %s/mod_remoteip.so\n"
+                "RemoteIPHeader X-Forwarded-For\n"
+                "RemoteIPInternalProxy 127.0.0.1\n"
+                '<Location /echo>\n    SetHandler websocket-handler\n'
+                '    WebSocketHandler "%s" echo_init\n</Location>\n'
+                % (harness.MODDIR, h.echo_so))
+    h = make_httpd(conf).start()
+    mark = h.mark()
+    r = handshake(h.port, "/echo", origin="http://evil.example",
+                  extra=[("X-Forwarded-For", "203.0.113.7")])
+    assert r.status == 403, r
+    line = assert_refusal_logged(h, mark, r, "Origin")
+    assert "from 203.0.113.7 " in line, line
+
+
+# WebSocketOriginCheck Same against the server's names: two name-based
+# virtual hosts on one port, the first being the default one.
+def names_conf(h):
+    probe = harness.test_plugin_so("probe")
+    loc = ('    <Location /probe>\n        SetHandler websocket-handler\n'
+           '        WebSocketHandler "%s" probe_init\n    </Location>\n'
+           % probe)
+    return ("<VirtualHost 127.0.0.1:%d>\n"
+            "    ServerName https://ws.example.com:443\n"
+            "    ServerAlias alias.example.com *.wild.example\n%s"
+            "</VirtualHost>\n"
+            "<VirtualHost 127.0.0.1:%d>\n"
+            "    ServerName plain.example:8080\n%s"
+            "</VirtualHost>\n"
+            "<VirtualHost 127.0.0.1:%d>\n"
+            "    ServerName noport.example\n%s"
+            "</VirtualHost>\n"
+            "<VirtualHost 127.0.0.1:%d>\n"
+            "    ServerName https://offload.example\n%s"
+            "</VirtualHost>\n"
+            % (h.port, loc, h.port, loc, h.port, loc, h.port, loc))
+
+
+@pytest.fixture(scope="module")
+def names_srv():
+    from conftest import serve
+    yield from serve(names_conf)
+
+
+@pytest.mark.parametrize("host,origin,status", [
+    # TLS offload: a plain-http vhost whose public name is https on 443.
+    ("ws.example.com", "https://ws.example.com", 101),
+    ("ws.example.com", "HTTPS://WS.Example.COM", 101),
+    ("ws.example.com", "https://ws.example.com:443", 101),
+    ("ws.example.com", "http://ws.example.com", 403),
+    ("ws.example.com", "http://ws.example.com:{port}", 403),
+    ("ws.example.com", "https://ws.example.com:8443", 403),
+    # ServerAlias, exact and wildcard.
+    ("alias.example.com", "https://alias.example.com", 101),
+    ("ws.example.com", "https://alias.example.com", 101),
+    ("x.wild.example", "https://x.wild.example", 101),
+    ("ws.example.com", "https://a.b.wild.example", 101),
+    ("wild.example", "https://wild.example", 403),
+    ("ws.example.com", "https://xwild.example", 403),
+    # DNS rebinding lands on the default (first) virtual host.
+    ("evil.example:{port}", "http://evil.example:{port}", 403),
+    ("evil.example", "https://evil.example", 403),
+    # The port of ServerName, not the one the connection came in on.
+    ("plain.example:8080", "http://plain.example:8080", 101),
+    ("plain.example:8080", "http://plain.example:8081", 403),
+    ("plain.example", "http://plain.example", 403),
+    ("plain.example:8080", "http://plain.example:{port}", 403),
+    ("plain.example:8080", "https://plain.example:8080", 403),
+    # No port in ServerName: the one the connection came in on.
+    ("noport.example", "http://noport.example:{port}", 101),
+    ("noport.example", "http://noport.example", 403),
+    # A scheme without a port: the scheme's default port.
+    ("offload.example", "https://offload.example", 101),
+    ("offload.example", "https://offload.example:{port}", 403),
+    ("offload.example", "http://offload.example:{port}", 403),
+    # Not an origin at all.
+    ("ws.example.com", "https://ws.example.com/", 403),
+    ("ws.example.com", "https://user@ws.example.com", 403),
+    ("ws.example.com", "https://ws.example.com:", 403),
+    ("ws.example.com", "https://ws.example.com:0443x", 403),
+    ("ws.example.com", "null", 403),
+])
+def test_same_origin_uses_server_names(names_srv, host, origin, status):
+    port = names_srv.port
+    host, origin = host.format(port=port), origin.format(port=port)
+    hdrs = [(k, host if k == "Host" else v)
+            for k, v in ws_headers(port, origin=origin)]
+    r = http_request(port, request_bytes("/probe", hdrs))
+    assert r.status == status, r
+
+
+def h2_extended_connect(port, path, extra=()):
+    """RFC 8441 over h2c (prior knowledge): the :status of an extended
+    CONNECT for a WebSocket on path."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        c = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        s.sendall(c.data_to_send())
+        headers = [(":method", "CONNECT"), (":protocol", "websocket"),
+                   (":scheme", "http"), (":path", path),
+                   (":authority", "127.0.0.1:%d" % port),
+                   ("sec-websocket-version", "13")] + list(extra)
+        sent = False
+        while True:
+            data = s.recv(65536)
+            assert data, "connection closed before a response"
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.RemoteSettingsChanged) \
+                        and not sent:
+                    c.send_headers(c.get_next_available_stream_id(),
+                                   headers)
+                    sent = True
+                if isinstance(ev, h2.events.ResponseReceived):
+                    return int(dict(ev.headers)[b":status"])
+            s.sendall(c.data_to_send())
+
+
+def test_http2_extended_connect_is_not_a_body(make_httpd):
+    """mod_http2 gives the GET it makes of an RFC 8441 CONNECT a
+    Transfer-Encoding: chunked; the stream is the WebSocket, not a body."""
+    def conf(h):
+        return ("LoadModule http2_module %s/mod_http2.so\n"
+                "Protocols h2c http/1.1\nH2WebSockets on\n"
+                '<Location /echo>\n    SetHandler websocket-handler\n'
+                '    WebSocketHandler "%s" echo_init\n</Location>\n'
+                % (harness.MODDIR, h.echo_so))
+    h = make_httpd(conf).start()
+    mark = h.mark()
+    assert h2_extended_connect(h.port, "/echo") == 200
+    assert h2_extended_connect(h.port, "/echo",
+                               [("origin", "http://evil.example")]) == 403
+    assert_refusal_logged(h, mark, types.SimpleNamespace(status=403),
+                          "evil.example")

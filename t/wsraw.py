@@ -328,7 +328,7 @@ class WSClient:
                     raise WSError("non-minimal 64-bit length %d" % n)
             if masked:
                 raise WSError("server sent a masked frame")
-            if rsv:
+            if rsv and not (rsv == 4 and getattr(self, "allow_rsv1", False)):
                 raise WSError("server set reserved bits %d" % rsv)
             payload = self._take(n)
             return Frame(fin, rsv, opcode, masked, payload, hl)
