@@ -487,3 +487,53 @@ def test_memory_stays_bounded_while_redis_is_away(make_httpd):
         assert grew < 16 * 1024, "children grew by %d KiB" % grew
     finally:
         r.cleanup()
+
+
+STATUS = """
+LoadModule status_module {moddir}/mod_status.so
+<Location /server-status>
+    SetHandler server-status
+</Location>
+"""
+
+
+def redis_status(node):
+    """The WebSocketRedis* lines of server-status?auto, as {key: int}."""
+    import urllib.request
+    with urllib.request.urlopen(node.url("/server-status?auto"),
+                                timeout=10) as r:
+        text = r.read().decode()
+    return {k: int(v) for k, v in re.findall(r"^(WebSocketRedis\w+): (\d+)$",
+                                             text, re.M)}
+
+
+def test_server_status_shows_the_relay(make_httpd):
+    """mod_status: the relay's link, its child, and messages each way,
+    counted by the node that moved them; a node without WebSocketRedis
+    shows no Redis lines."""
+    r = Redis().start()
+    try:
+        extra = STATUS.format(moddir=harness.MODDIR)
+        a = single_node(make_httpd, r.url(), extra=extra)
+        b = single_node(make_httpd, r.url(), extra=extra)
+        wait_replicated(a, True)
+        wait_replicated(b, True)
+        sb = subscriber(b, "counted")
+        r.wait_numsub(PREFIX + "counted", 1)
+        out_a, in_b = (redis_status(a)["WebSocketRedisMessagesOut"],
+                       redis_status(b)["WebSocketRedisMessagesIn"])
+        for i in range(3):
+            assert publish(a, "counted", "m%d" % i)["replicated"] is True
+            assert sb.recv_text(10) == "m%d" % i
+        sa_now, sb_now = redis_status(a), redis_status(b)
+        assert sa_now["WebSocketRedisConnected"] == 1, sa_now
+        assert sa_now["WebSocketRedisRelayPid"] in a.children(), sa_now
+        assert sa_now["WebSocketRedisMessagesOut"] >= out_a + 3, sa_now
+        assert sb_now["WebSocketRedisMessagesIn"] == in_b + 3, sb_now
+        assert sb_now["WebSocketRedisChannels"] >= 1, sb_now
+        sb.close()
+        plain = make_httpd(lambda h: extra)
+        plain.start()
+        assert redis_status(plain) == {}
+    finally:
+        r.cleanup()
