@@ -40,6 +40,20 @@ def check_alternating(events):
             assert ptr == events[i - 1][1], events
 
 
+def close_codes_until_eof(c, timeout=5):
+    """The codes of the Close frames c gets until its TCP connection ends
+    (data frames are skipped)."""
+    c.settimeout(timeout)
+    codes = []
+    while True:
+        try:
+            f = c.recv_frame()
+        except (EOFError, ConnectionResetError):
+            return codes
+        if f.opcode == OP_CLOSE:
+            codes.append(f.close_code)
+
+
 def test_destroy_once_per_configuration(make_httpd):
     h = make_httpd(probe_conf)
     h.start()
@@ -125,15 +139,7 @@ def test_stop_with_open_connections(make_httpd, mpm):
             # A hard stop may kill the children before they can send a
             # Close; if one comes it is 1001.  TCP ends either way.  On
             # prefork the child's signal handler sends it.
-            c.settimeout(5)
-            codes = []
-            while True:
-                try:
-                    f = c.recv_frame()
-                except (EOFError, ConnectionResetError):
-                    break
-                if f.opcode == OP_CLOSE:
-                    codes.append(f.close_code)
+            codes = close_codes_until_eof(c)
             assert codes in ([], [1001]), codes
             assert codes == [1001] or mpm != "prefork", codes
         # The children have exited: every on_disconnect has run.
@@ -189,15 +195,7 @@ def test_hard_restart_sends_1012(make_httpd, mpm):
         assert c.recv_text() == "hi"
         mark = h.mark()
         h.restart()
-        c.settimeout(5)
-        codes = []
-        while True:
-            try:
-                f = c.recv_frame()
-            except (EOFError, ConnectionResetError):
-                break
-            if f.opcode == OP_CLOSE:
-                codes.append(f.close_code)
+        codes = close_codes_until_eof(c)
         # worker's children exit before their threads can write (as for
         # a stop); event's loops and prefork's signal handler send it.
         assert codes == [1012] or (mpm == "worker" and not codes), codes

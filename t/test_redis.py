@@ -24,6 +24,7 @@ import pytest
 
 import harness
 from redisd import REDIS_SERVER, Redis, SilentServer
+from test_status import status
 from wsraw import WSClient
 
 PREFIX = "t:"
@@ -499,12 +500,8 @@ LoadModule status_module {moddir}/mod_status.so
 
 def redis_status(node):
     """The WebSocketRedis* lines of server-status?auto, as {key: int}."""
-    import urllib.request
-    with urllib.request.urlopen(node.url("/server-status?auto"),
-                                timeout=10) as r:
-        text = r.read().decode()
-    return {k: int(v) for k, v in re.findall(r"^(WebSocketRedis\w+): (\d+)$",
-                                             text, re.M)}
+    return {k: v for k, v in status(node).items()
+            if k.startswith("WebSocketRedis")}
 
 
 def test_server_status_shows_the_relay(make_httpd):
