@@ -229,23 +229,29 @@ static void end_at_hard_stop(ws_conn *wc)
     sync_loop *loop = wc->engine_data;
     uint8_t frame[WS_MAX_HEADER_SIZE + WS_MAX_CONTROL_SIZE];
     size_t plen, hlen;
-    int finished;
+    int finished, closing;
 
     if (wc->engine != &ws_engine_sync || !loop
         || apr_thread_mutex_trylock(wc->lock) != APR_SUCCESS) {
         return;
     }
-    finished = wc->finished || wc->close_queued;
+    finished = wc->finished;
+    closing = wc->close_queued;
     apr_thread_mutex_unlock(wc->lock);
     if (finished) {
         return;
     }
-    plen = ws_close_payload(frame + 4, WS_CLOSE_GOING_AWAY,
-                            "server shutting down", 20);
-    hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
-    if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
-                      "Close 1001 could be sent");
+    /* A connection already closing has sent its Close (or is sending it):
+     * no second one, but its plugin must still hear the end. */
+    if (!closing) {
+        /* The payload right after the 2-byte header of a control frame. */
+        plen = ws_close_payload(frame + 2, WS_CLOSE_GOING_AWAY,
+                                "server shutting down", 20);
+        hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
+        if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
+                          "Close 1001 could be sent");
+        }
     }
     ws_conn_abort(wc, APR_SUCCESS, "server stopped");
     ws_conn_finish(wc);

@@ -138,6 +138,35 @@ def test_stop_with_open_connections(make_httpd, mpm):
             c.close()
 
 
+def v2_conf(h):
+    return ("<Location /v2>\n    SetHandler websocket-handler\n"
+            '    WebSocketHandler "%s" v2probe_init\n</Location>\n'
+            % harness.test_plugin_so("v2probe"))
+
+
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+def test_hard_stop_while_closing_runs_on_disconnect(make_httpd, mpm):
+    """A hard stop while a WebSocket waits for the client's answer to the
+    server's Close: its on_disconnect still runs, once.  (On prefork the
+    child's signal handler skipped a connection whose Close was queued:
+    on_disconnect never ran, and a plugin thread still sending to it
+    crashed the exiting child, as CI saw with dumb-increment.)"""
+    h = make_httpd(v2_conf, mpm=mpm)
+    h.start()
+    c = WSClient(h.port, "/v2", headers=[("X-Conn-Id", "closing")])
+    try:
+        c.send_text("closewith:1000:bye")
+        f = c.recv_frame(timeout=5)
+        while f.opcode != OP_CLOSE:
+            f = c.recv_frame(timeout=5)
+        assert f.close_code == 1000
+        # No answer: the server waits for it (WebSocketCloseTimeout).
+        h.stop(timeout=15)
+        assert h.test_log().count("v2 disconnect closing") == 1, h.test_log()
+    finally:
+        c.close()
+
+
 @pytest.mark.parametrize("mpm", ["event", "worker"])
 def test_graceful_stop_sends_1001(make_httpd, mpm):
     """apache2 -k graceful-stop: each open WebSocket gets Close 1001, the
