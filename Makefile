@@ -31,7 +31,7 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
 
 # permessage-deflate: sans-I/O, also built into the unit tests, fuzz
 # targets and benchmarks.
-DEFLATE_SRC := ws_deflate.c ws_deflate_negotiate.c
+DEFLATE_SRC := ws_deflate.c ws_deflate_negotiate.c ws_deflate_fast.c
 DEFLATE_HDR := ws_deflate.h ws_deflate_int.h
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
               ws_topic.c ws_topic_deliver.c ws_shm.c ws_ring.c ws_ring_history.c \
@@ -52,8 +52,8 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 # Apache modules the tests load beside ours (t/modules/mod_*.c).
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate t/test_handshake t/test_dispatch t/test_timer \
-              t/test_ring
+UNIT_TESTS := t/test_frame t/test_deflate t/test_deflate_fast t/test_handshake \
+              t/test_dispatch t/test_timer t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -129,6 +129,11 @@ warnings: deps
 t/test_deflate: t/test_deflate.c $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c $(DEFLATE_SRC) -lz
 
+t/test_deflate_fast: t/test_deflate_fast.c bench/json_doc.c bench/json_doc.h \
+                     $(DEFLATE_SRC) $(DEFLATE_HDR)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate_fast.c bench/json_doc.c \
+	    $(DEFLATE_SRC) -lz
+
 t/test_handshake: t/test_handshake.c ws_handshake.c ws_handshake.h $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_handshake.c ws_handshake.c \
 	    $(DEFLATE_SRC) -lz
@@ -159,11 +164,12 @@ t/test_ring_asan: $(RING_TEST_DEP)
 # Each libFuzzer target t/fuzz_X.c, with the sources it exercises.  Its
 # committed corpus is t/fuzz/corpus/fuzz_X/; make unit replays it (and the
 # frame target's seeded random inputs) with a gcc ASan+UBSan build.
-FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate
+FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate fuzz_deflate_fast
 FUZZ_SRC_fuzz_frame      := ws_frame.c
 FUZZ_SRC_fuzz_handshake  := ws_handshake.c $(DEFLATE_SRC)
 FUZZ_SRC_fuzz_extensions := $(DEFLATE_SRC)
 FUZZ_SRC_fuzz_inflate    := $(DEFLATE_SRC)
+FUZZ_SRC_fuzz_deflate_fast := $(DEFLATE_SRC)
 FUZZ_LIBS := -lz -pthread
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=t/%_replay)
 FUZZ_DIR := build/fuzz
@@ -190,7 +196,8 @@ $(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h $(DEFLATE_HDR) ws_handshake.h \
 FUZZ_RUNS ?= -1
 fuzz: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 	@for t in $(FUZZ_TARGETS); do \
-	    case $$t in fuzz_inflate) opts=-max_len=32768;; *) opts=;; esac; \
+	    case $$t in fuzz_inflate) opts=-max_len=32768;; \
+	        fuzz_deflate_fast) opts=-max_len=65537;; *) opts=;; esac; \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$t $(call FUZZ_CORPUS,$$t); \
 	    echo "== $$t"; \
 	    (cd $(FUZZ_DIR) && ./$$t -max_total_time=$(FUZZ_SECONDS) \

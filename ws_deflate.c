@@ -53,6 +53,7 @@ typedef struct inflate_side {
 struct ws_deflate_ctx {
     ws_deflate_params params;
     uint64_t     max_message_size;
+    size_t       fast_max;          /* our encoder takes messages up to */
     deflate_side out;
     inflate_side in;
 };
@@ -198,7 +199,13 @@ ws_deflate_ctx *ws_deflate_create(const ws_deflate_params *params,
                                          Z_DEFAULT_COMPRESSION);
     ctx->params.mem_level = ws_deflate_clamp(params->mem_level, 1, 9, 8);
     ctx->max_message_size = max_message_size;
+    ctx->fast_max = WS_DEFLATE_FAST_MAX;
     return ctx;
+}
+
+void ws_deflate_set_fast_max(ws_deflate_ctx *ctx, size_t max)
+{
+    ctx->fast_max = max < WS_DEFLATE_FAST_MAX ? max : WS_DEFLATE_FAST_MAX;
 }
 
 static void drop_deflater(ws_deflate_ctx *ctx)
@@ -637,6 +644,38 @@ static ws_deflate_status append_empty_message(ws_deflate_buf *out)
                                                      : WS_DEFLATE_OK;
 }
 
+/*
+ * A whole message at level 1 without context takeover, small enough:
+ * ws_deflate_fast.c compresses it in a fraction of zlib's time, at the
+ * same ratio.  Its workspace comes from the counting allocator, so it is
+ * counted like zlib's memory and its blocks are reused by the thread.
+ */
+static int fast_encoder_fits(const ws_deflate_ctx *ctx, size_t len)
+{
+    return ctx->out.unflushed == 0 && ctx->params.server_no_context_takeover
+           && ctx->params.level == 1 && len <= ctx->fast_max;
+}
+
+static ws_deflate_status compress_with_fast_encoder(ws_deflate_ctx *ctx,
+                                                    const uint8_t *in,
+                                                    size_t len,
+                                                    ws_deflate_buf *out)
+{
+    void *workspace;
+
+    if (!buf_reserve(out, ws_deflate_fast_bound(len)))
+        return WS_DEFLATE_NOMEM;
+    workspace = counting_alloc(&ctx->out.meter, 1,
+                               (uInt)ws_deflate_fast_workspace(len));
+    if (workspace == NULL)
+        return WS_DEFLATE_NOMEM;
+    out->len += ws_deflate_fast_compress(in, len,
+                                         ctx->params.server_max_window_bits,
+                                         workspace, out->data + out->len);
+    counting_free(&ctx->out.meter, workspace);
+    return WS_DEFLATE_OK;
+}
+
 static ws_deflate_status finish_compressed_message(ws_deflate_ctx *ctx,
                                                    const uint8_t *in,
                                                    size_t len,
@@ -647,6 +686,8 @@ static ws_deflate_status finish_compressed_message(ws_deflate_ctx *ctx,
 
     if (ctx->out.unflushed == 0 && len == 0)
         return append_empty_message(out);
+    if (fast_encoder_fits(ctx, len))
+        return compress_with_fast_encoder(ctx, in, len, out);
     /* The whole message is known only when nothing was fed before. */
     st = ensure_deflater(ctx, ctx->out.unflushed == 0 ? len : 0);
     if (st == WS_DEFLATE_OK)
