@@ -41,6 +41,9 @@ typedef struct sync_loop {
     ws_io io;
     uint8_t *scratch;
     int going_away;              /* 1001 queued because httpd stops */
+    int unread_waits;            /* the peer sent data while input was
+                                    paused: stop watching for its
+                                    departure until reading resumes */
 } sync_loop;
 
 static void sync_wake(ws_conn *wc)
@@ -116,11 +119,33 @@ static apr_status_t setup_loop(ws_conn *wc, sync_loop *loop)
     return watch(loop, APR_POLLIN);
 }
 
+/* A paused connection's socket stays watched (direct mode), so that a
+ * client that leaves is noticed (ws_async_loop.c says why). */
+static int departure_watched(const sync_loop *loop)
+{
+    return loop->io.direct && !loop->unread_waits
+           && !loop->io.wc->peer_closed;
+}
+
+static apr_status_t peer_departure(sync_loop *loop)
+{
+    switch (ws_io_peek_peer(&loop->io)) {
+    case WS_IO_PEER_GONE:
+        return APR_EOF;
+    case WS_IO_PEER_DATA_WAITS:
+        loop->unread_waits = 1;
+        return APR_SUCCESS;
+    default:
+        return APR_SUCCESS;
+    }
+}
+
 static int sync_run(ws_conn *wc)
 {
     sync_loop *loop = wc->engine_data;
     ws_io *io = &loop->io;
     apr_status_t rv;
+    int readable = 0;
 
     ws_conn_open(wc);
     for (;;) {
@@ -135,15 +160,19 @@ static int sync_run(ws_conn *wc)
             rv = ws_conn_resume(wc, loop->scratch, WS_SYNC_READ_SIZE);
         }
         if (rv == APR_SUCCESS && !ws_conn_input_paused(wc)) {
+            loop->unread_waits = 0;
             rv = ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
                             (apr_size_t)-1, &more);
+        }
+        else if (rv == APR_SUCCESS && readable && departure_watched(loop)) {
+            rv = peer_departure(loop);
         }
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");
         }
-        else if (!ws_conn_input_paused(wc)) {
-            ws_io_try_direct(io);
+        else {
+            ws_io_try_direct(io);      /* paused too: its departure is watched */
         }
         if ((rv = ws_io_write(io, 0)) != APR_SUCCESS) {
             ws_conn_abort(wc, rv, "write failed");
@@ -162,13 +191,18 @@ static int sync_run(ws_conn *wc)
             ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "server shutting down");
             continue;
         }
-        want = (wc->peer_closed || ws_conn_input_paused(wc) ? 0 : APR_POLLIN)
+        want = (wc->peer_closed || (ws_conn_input_paused(wc)
+                                    && !departure_watched(loop))
+                ? 0 : APR_POLLIN)
              | (loop->can_pollout && ws_io_output_pending(io) ? APR_POLLOUT : 0);
         if (watch(loop, want) != APR_SUCCESS) {
             ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
             break;
         }
         rv = apr_pollset_poll(loop->pollset, poll_timeout(wc, now), &n, &ready);
+        readable = rv == APR_SUCCESS && n > 0
+                   && (ready[0].rtnevents & (APR_POLLIN | APR_POLLHUP
+                                             | APR_POLLERR));
         if (rv != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(rv)
             && !APR_STATUS_IS_EINTR(rv)) {
             ws_conn_abort(wc, rv, "poll failed");
