@@ -52,7 +52,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 # Apache modules the tests load beside ours (t/modules/mod_*.c).
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate t/test_deflate_fast t/test_handshake \
+UNIT_TESTS := t/test_frame t/test_deflate t/test_deflate_negotiate t/test_deflate_fast t/test_handshake \
               t/test_dispatch t/test_timer t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
@@ -134,15 +134,18 @@ warnings: deps
 	    done; \
 	done; echo "warnings: none (gcc and clang, -Wall -Wextra)"
 
-t/test_deflate: t/test_deflate.c $(DEFLATE_SRC) $(DEFLATE_HDR)
+t/test_deflate: t/test_deflate.c t/check.h $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c $(DEFLATE_SRC) -lz
 
-t/test_deflate_fast: t/test_deflate_fast.c bench/json_doc.c bench/json_doc.h \
+t/test_deflate_negotiate: t/test_deflate_negotiate.c t/check.h $(DEFLATE_SRC) $(DEFLATE_HDR)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate_negotiate.c $(DEFLATE_SRC) -lz
+
+t/test_deflate_fast: t/test_deflate_fast.c t/check.h bench/json_doc.c bench/json_doc.h \
                      $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate_fast.c bench/json_doc.c \
 	    $(DEFLATE_SRC) -lz
 
-t/test_handshake: t/test_handshake.c ws_handshake.c ws_handshake.h $(DEFLATE_SRC) $(DEFLATE_HDR)
+t/test_handshake: t/test_handshake.c t/check.h ws_handshake.c ws_handshake.h $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_handshake.c ws_handshake.c \
 	    $(DEFLATE_SRC) -lz
 

@@ -15,34 +15,12 @@
  */
 #include "../ws_deflate_int.h"
 #include "../bench/json_doc.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
-
-static int passed, failed;
-
-static int check(int ok, const char *file, int line, const char *what)
-{
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        printf("%s:%d: FAILED: %s\n", file, line, what);
-    }
-    return ok;
-}
-
-#define CHECK(cond) check(!!(cond), __FILE__, __LINE__, #cond)
-#define CHECK_CASE(cond, ...)                                          \
-    do {                                                               \
-        if (!CHECK(cond)) {                                            \
-            printf("    case: ");                                      \
-            printf(__VA_ARGS__);                                       \
-            printf("\n");                                              \
-        }                                                              \
-    } while (0)
 
 static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
 
