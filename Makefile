@@ -29,17 +29,21 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 libclang-rt-14-dev chromium python3-h2 libhiredis-dev \
                 redis-server $(DEB_BUILD_PACKAGES)
 
+# permessage-deflate: sans-I/O, also built into the unit tests, fuzz
+# targets and benchmarks.
+DEFLATE_SRC := ws_deflate.c ws_deflate_negotiate.c ws_deflate_fast.c
+DEFLATE_HDR := ws_deflate.h ws_deflate_int.h
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
               ws_topic.c ws_topic_deliver.c ws_publish.c ws_shm.c ws_ring.c ws_ring_history.c \
               ws_redis.c ws_redis_conn.c ws_redis_relay.c ws_redis_sub.c \
               ws_redis_interest.c ws_stats.c ws_limits.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c ws_thread.c \
-              ws_frame.c ws_deflate.c ws_handshake.c
+              ws_frame.c $(DEFLATE_SRC) ws_handshake.c
 MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
               ws_redis.h ws_redis_int.h ws_stats.h ws_limits.h \
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h ws_thread.h \
-              ws_frame.h ws_deflate.h ws_handshake.h websocket_plugin.h ws_directives.h \
+              ws_frame.h $(DEFLATE_HDR) ws_handshake.h websocket_plugin.h ws_directives.h \
               ws_version.h
 PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
@@ -48,8 +52,8 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 # Apache modules the tests load beside ours (t/modules/mod_*.c).
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
-UNIT_TESTS := t/test_frame t/test_deflate t/test_handshake t/test_dispatch t/test_timer \
-              t/test_ring
+UNIT_TESTS := t/test_frame t/test_deflate t/test_deflate_negotiate t/test_deflate_fast t/test_handshake \
+              t/test_dispatch t/test_timer t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -130,12 +134,20 @@ warnings: deps
 	    done; \
 	done; echo "warnings: none (gcc and clang, -Wall -Wextra)"
 
-t/test_deflate: t/test_deflate.c ws_deflate.c ws_deflate.h
-	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c ws_deflate.c -lz
+t/test_deflate: t/test_deflate.c t/check.h $(DEFLATE_SRC) $(DEFLATE_HDR)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate.c $(DEFLATE_SRC) -lz
 
-t/test_handshake: t/test_handshake.c ws_handshake.c ws_handshake.h ws_deflate.c ws_deflate.h
+t/test_deflate_negotiate: t/test_deflate_negotiate.c t/check.h $(DEFLATE_SRC) $(DEFLATE_HDR)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate_negotiate.c $(DEFLATE_SRC) -lz
+
+t/test_deflate_fast: t/test_deflate_fast.c t/check.h bench/json_doc.c bench/json_doc.h \
+                     $(DEFLATE_SRC) $(DEFLATE_HDR)
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_deflate_fast.c bench/json_doc.c \
+	    $(DEFLATE_SRC) -lz
+
+t/test_handshake: t/test_handshake.c t/check.h ws_handshake.c ws_handshake.h $(DEFLATE_SRC) $(DEFLATE_HDR)
 	$(CC) $(CSTD) $(WARN) -O2 -g -pthread -o $@ t/test_handshake.c ws_handshake.c \
-	    ws_deflate.c -lz
+	    $(DEFLATE_SRC) -lz
 
 t/test_frame: t/test_frame.c ws_frame.c ws_frame.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_frame.c ws_frame.c
@@ -163,25 +175,26 @@ t/test_ring_asan: $(RING_TEST_DEP)
 # Each libFuzzer target t/fuzz_X.c, with the sources it exercises.  Its
 # committed corpus is t/fuzz/corpus/fuzz_X/; make unit replays it (and the
 # frame target's seeded random inputs) with a gcc ASan+UBSan build.
-FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate
+FUZZ_TARGETS := fuzz_frame fuzz_handshake fuzz_extensions fuzz_inflate fuzz_deflate_fast
 FUZZ_SRC_fuzz_frame      := ws_frame.c
-FUZZ_SRC_fuzz_handshake  := ws_handshake.c ws_deflate.c
-FUZZ_SRC_fuzz_extensions := ws_deflate.c
-FUZZ_SRC_fuzz_inflate    := ws_deflate.c
+FUZZ_SRC_fuzz_handshake  := ws_handshake.c $(DEFLATE_SRC)
+FUZZ_SRC_fuzz_extensions := $(DEFLATE_SRC)
+FUZZ_SRC_fuzz_inflate    := $(DEFLATE_SRC)
+FUZZ_SRC_fuzz_deflate_fast := $(DEFLATE_SRC)
 FUZZ_LIBS := -lz -pthread
 FUZZ_REPLAY := $(FUZZ_TARGETS:%=t/%_replay)
 FUZZ_DIR := build/fuzz
 FUZZ_SECONDS ?= 60
 FUZZ_CORPUS = t/fuzz/corpus/$(1)
 
-t/%_replay: t/%.c t/fuzz.h t/fuzz_standalone.c ws_frame.h ws_deflate.h ws_handshake.h \
-            ws_frame.c ws_deflate.c ws_handshake.c
+t/%_replay: t/%.c t/fuzz.h t/fuzz_standalone.c ws_frame.h $(DEFLATE_HDR) ws_handshake.h \
+            ws_frame.c $(DEFLATE_SRC) ws_handshake.c
 	$(CC) $(CSTD) $(WARN) -O1 -g -DFUZZ_STANDALONE -fsanitize=address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ t/$*.c t/fuzz_standalone.c \
 	    $(FUZZ_SRC_$*) $(FUZZ_LIBS)
 
-$(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h ws_deflate.h ws_handshake.h \
-               ws_frame.c ws_deflate.c ws_handshake.c
+$(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h $(DEFLATE_HDR) ws_handshake.h \
+               ws_frame.c $(DEFLATE_SRC) ws_handshake.c
 	@mkdir -p $(FUZZ_DIR)
 	clang $(CSTD) $(WARN) -O1 -g -fsanitize=fuzzer,address,undefined \
 	    -fno-sanitize-recover=undefined -o $@ t/$*.c $(FUZZ_SRC_$*) $(FUZZ_LIBS)
@@ -194,7 +207,8 @@ $(FUZZ_DIR)/%: t/%.c t/fuzz.h ws_frame.h ws_deflate.h ws_handshake.h \
 FUZZ_RUNS ?= -1
 fuzz: deps $(FUZZ_TARGETS:%=$(FUZZ_DIR)/%)
 	@for t in $(FUZZ_TARGETS); do \
-	    case $$t in fuzz_inflate) opts=-max_len=32768;; *) opts=;; esac; \
+	    case $$t in fuzz_inflate) opts=-max_len=32768;; \
+	        fuzz_deflate_fast) opts=-max_len=65537;; *) opts=;; esac; \
 	    mkdir -p $(FUZZ_DIR)/corpus/$$t $(call FUZZ_CORPUS,$$t); \
 	    echo "== $$t"; \
 	    (cd $(FUZZ_DIR) && ./$$t -max_total_time=$(FUZZ_SECONDS) \

@@ -3,7 +3,7 @@
 
     /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h,r,s] [--runs 3]
                                   [--secs 5] [--subs 10000] [--write-docs]
-                                  [--keep]
+                                  [--baseline DIR] [--keep]
 
 Needs the module and bench tools built (`make bench` does that).  Starts
 bench/tcpecho (the raw TCP reference) and private httpds (event MPM,
@@ -159,7 +159,10 @@ class Httpd(harness.Httpd):
 
     def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
                  event_threads=None, extra="", location_extra="",
-                 docroot=False):
+                 docroot=False, build_dir=None):
+        # build_dir: the module and echo plugin of another build tree (an
+        # older commit built with `make build`), for --baseline.
+        self.build_dir = build_dir
         workers = threads_per_child * server_limit
         mpm_conf = """\
 StartServers {limit}
@@ -175,6 +178,9 @@ AsyncRequestWorkerFactor 1000
         super().__init__(mpm_conf=mpm_conf, loglevel="warn", timeout=30,
                          tmp_parent=workdir, access_log=False, docroot=docroot)
         self.name = name
+        if build_dir:
+            self.module_path = os.path.join(build_dir, ".libs",
+                                            "mod_websocket.so")
         et = ("WebSocketEventThreads %d\n" % event_threads
               if event_threads is not None else "")
         self.write_conf("""\
@@ -194,6 +200,13 @@ ListenBacklog 4096
 </Location>
 """.format(et=et, extra=extra, echo=self.echo_so,
            location_extra=location_extra))
+
+    @property
+    def echo_so(self):
+        if self.build_dir:
+            return os.path.join(self.build_dir, "plugins", ".libs",
+                                "mod_websocket_echo.so")
+        return harness.plugin_so("echo")
 
     def ws_url(self, path="/echo"):
         return self.url(path, "ws")
@@ -521,6 +534,22 @@ def scenario_d(args, work):
                    "memcpy %s" % memcpy, float(f[3]), command="--only d")
 
 
+def baseline_figure(on, bl, build_dir):
+    """e.cpu.baseline: this build's compressed echo against another
+    build's (--baseline), runs interleaved; the spread is per run pair."""
+    us_on, us_bl = (median(on, "server_us_per_msg"),
+                    median(bl, "server_us_per_msg"))
+    pairs = ["%.2f" % (a["server_us_per_msg"] / b["server_us_per_msg"])
+             for a, b in zip(on, bl)]
+    figure("e.cpu.baseline", "1 KiB JSON echo, compression on, server CPU "
+           "us/msg, against the baseline build %s" % build_dir,
+           "%.2f us" % us_on, "baseline %.2f us" % us_bl, us_on / us_bl,
+           "<= 0.85x", us_on / us_bl <= 0.85,
+           "on %s baseline %s per-run ratios [%s]"
+           % (spread(on, "server_us_per_msg"), spread(bl, "server_us_per_msg"),
+              " ".join(pairs)), "--only e --baseline DIR")
+
+
 def scenario_e(args, work):
     secs, runs = args.secs, args.runs
     per_run = secs + 1 + 15
@@ -528,11 +557,17 @@ def scenario_e(args, work):
     ht = Httpd(work, "deflate-takeover", location_extra=(
         "    WebSocketCompressionServerContextTakeover On\n"
         "    WebSocketCompressionClientContextTakeover On\n")).start()
+    hb = (Httpd(work, "deflate-baseline", build_dir=args.baseline).start()
+          if args.baseline else None)
     try:
-        on, off, tk = [], [], []
+        on, off, tk, bl = [], [], [], []
         for i in range(runs):
             log("e: run %d/%d" % (i + 1, runs))
             base = echo_args(secs, 64, "1k", "json", ["--deflate"])
+            if hb:
+                bl.append(wsload(base + ["--cpu-pid", hb.pid,
+                                         "--cpu-children", hb.ws_url("/echo")],
+                                 per_run + 30))
             on.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
                                      h.ws_url("/echo")], per_run + 30))
             off.append(wsload(base + ["--cpu-pid", h.pid, "--cpu-children",
@@ -555,6 +590,8 @@ def scenario_e(args, work):
                us_on / us_off <= 3,
                "on %s off %s" % (spread(on, "server_us_per_msg"),
                                  spread(off, "server_us_per_msg")), "--only e")
+        if hb:
+            baseline_figure(on, bl, args.baseline)
         figure("e.cpu.takeover", "same, both context takeovers on, server "
                "CPU us/msg", "%.2f us" % us_tk,
                "compression off %.2f us" % us_off, us_tk / us_off,
@@ -574,6 +611,8 @@ def scenario_e(args, work):
     finally:
         h.stop()
         ht.stop()
+        if hb:
+            hb.stop()
     p = subprocess.run([DEFMEM], capture_output=True, text=True, timeout=120)
     if p.returncode != 0:
         raise BenchError("deflate_memory failed: " + p.stderr)
@@ -914,6 +953,10 @@ def main(argv=None):
                     help="c100k: httpd children (ServerLimit), default 8")
     ap.add_argument("--subs", type=int, default=10000,
                     help="g: subscribers of the topic, default 10000")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="e: also measure the module and echo plugin of "
+                    "another build tree (e.g. an older commit's `git "
+                    "archive` built with `make build`), runs interleaved")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (configs, error logs)")
     args = ap.parse_args(argv)

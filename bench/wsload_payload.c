@@ -7,61 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json_doc.h"
 #include "wsload.h"
 
 static size_t json_variants(void)
 {
     size_t v = ((size_t)64 << 20) / opt.size;      /* at most 64 MiB of them */
     return v < 1 ? 1 : v > JSON_VARIANTS ? JSON_VARIANTS : v;
-}
-
-/* One JSON document of exactly opt.size bytes, like an API's list reply:
- * an array of user records with repeated keys, a few word values, numbers
- * and timestamps (compresses about as well as real JSON: 3-5x with zlib
- * on a 1 KiB message).  "seq" holds 8 placeholder characters that
- * write_payload replaces with the sequence number. */
-static void make_json(uint8_t *dst, size_t size, uint64_t variant)
-{
-    static const char *const first[] = {
-        "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi",
-        "ivan", "judy", "mallory", "niaj", "olivia", "peggy", "rupert", "sybil",
-    };
-    static const char *const last[] = {
-        "smith", "jones", "garcia", "miller", "davis", "martin", "lopez",
-        "wilson", "moore", "taylor", "thomas", "white",
-    };
-    static const char *const tags[] = {
-        "admin", "beta", "billing", "support", "staff", "trial", "premium",
-        "mobile", "desktop", "eu", "us", "apac",
-    };
-    uint64_t rng = 0x9E3779B97F4A7C15ull * (variant + 1);
-    char *out = (char *)dst;
-    size_t len = (size_t)snprintf(out, size + 1, "{\"seq\":\"%.*s\",\"items\":[",
-                                  TAG_LEN, "????????");
-    bool first_item = true;
-    for (;;) {
-        char item[512];
-        uint64_t r = rng_next(&rng);
-        const char *fn = first[r % 16], *ln = last[(r >> 8) % 12];
-        unsigned id = (unsigned)(1000 + (r >> 16) % 90000);
-        int n = snprintf(item, sizeof item,
-            "%s{\"id\":%u,\"name\":\"%s %s\",\"email\":\"%s.%s@example.com\","
-            "\"active\":%s,\"score\":%u.%02u,\"tags\":[\"%s\",\"%s\"],"
-            "\"created\":\"2024-%02u-%02uT%02u:%02u:%02uZ\"}",
-            first_item ? "" : ",", id, fn, ln, fn, ln, (r >> 40) & 1 ? "true" : "false",
-            (unsigned)((r >> 24) % 100), (unsigned)((r >> 32) % 100),
-            tags[(r >> 44) % 12], tags[(r >> 50) % 12],
-            (unsigned)(1 + (r >> 20) % 12), (unsigned)(1 + (r >> 28) % 28),
-            (unsigned)((r >> 36) % 24), (unsigned)((r >> 42) % 60),
-            (unsigned)((r >> 48) % 60));
-        if (len + (size_t)n + 2 > size)
-            break;
-        memcpy(out + len, item, (size_t)n);
-        len += (size_t)n;
-        first_item = false;
-    }
-    memset(out + len, ' ', size - 2 - len);       /* whitespace is valid JSON */
-    memcpy(out + size - 2, "]}", 2);
 }
 
 void build_pattern(struct worker *w)
@@ -72,7 +24,7 @@ void build_pattern(struct worker *w)
         if (!w->json)
             die("out of memory (json documents)");
         for (size_t k = 0; k < v; k++)
-            make_json(w->json + k * opt.size, opt.size, k);
+            json_doc(w->json + k * opt.size, opt.size, k);
         return;
     }
     size_t n = opt.size + PATTERN_PERIOD;

@@ -209,6 +209,8 @@ class Httpd:
         self.extra_env = dict(env or {})
         self.user = user
         self.load_module = load_module
+        # The module to load: another build's for benchmarks comparing two.
+        self.module_path = module_so()
         self.proc = None
         self.sanitizer_reports = []
         self.cert_path = os.path.join(self.root, "server.crt")
@@ -255,7 +257,7 @@ class Httpd:
         for m in mods:
             lines.append("LoadModule %s_module %s/mod_%s.so" % (m, MODDIR, m))
         if self.load_module:
-            lines.append('LoadModule websocket_module "%s"' % module_so())
+            lines.append('LoadModule websocket_module "%s"' % self.module_path)
         if os.geteuid() == 0:
             user = self.user or "www-data"
             lines += ["User %s" % user, "Group %s" % user]

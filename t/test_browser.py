@@ -58,9 +58,20 @@ def browser_report(h, timeout=30.0, url=None, extra=()):
         shutil.rmtree(profile, ignore_errors=True)
 
 
+def demo_and_small_window_conf(h):
+    """The demo, and an echo whose compression window is 512 bytes."""
+    return harness.demo_conf(h) + """
+<Location /echo-w9>
+    SetHandler websocket-handler
+    WebSocketHandler "{echo}" echo_init
+    WebSocketCompressionServerWindowBits 9
+</Location>
+""".format(echo=h.echo_so)
+
+
 def test_demo_endpoints_in_chromium(make_httpd):
     assert os.access(CHROMIUM, os.X_OK), "chromium is not installed"
-    h = make_httpd(harness.demo_conf)
+    h = make_httpd(demo_and_small_window_conf)
     shutil.copy(os.path.join(HERE, "browser", "check.html"), h.docroot)
     h.start()
     fields = dict(urllib.parse.parse_qsl(browser_report(h)))
@@ -72,6 +83,9 @@ def test_demo_endpoints_in_chromium(make_httpd):
     assert fields["big"] == "true"
     assert fields["binary"] == "true"
     assert fields["close"] == "1000"
+    # every form of block the server's own encoder writes (ws_deflate_fast.c)
+    assert fields["encoder"] == "true"
+    assert fields["encoder9"] == "true"
     assert fields["increment"] == "true"
     assert '"GET /echo HTTP/1.1" 101' in h.access_log()
 

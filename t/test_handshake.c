@@ -7,25 +7,11 @@
  * on any failure.
  */
 #include "../ws_handshake.h"
+#include "check.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
-
-static int passed, failed;
-
-static int check(int ok, const char *file, int line, const char *what)
-{
-    if (ok) {
-        passed++;
-    } else {
-        failed++;
-        printf("%s:%d: FAILED: %s\n", file, line, what);
-    }
-    return ok;
-}
-
-#define CHECK(cond) check(!!(cond), __FILE__, __LINE__, #cond)
 
 /* A request: name/value pairs ending with NULL, over a valid base. */
 typedef struct fake {
