@@ -188,6 +188,22 @@ static size_t whole_char_at(const uint8_t *s, size_t n)
     return ok ? due + 1 : 0;
 }
 
+/* Whether a short run is all ASCII, eight bytes per test: the common
+ * small text message is checked in a handful of instructions. */
+static int short_ascii(const uint8_t *s, size_t n)
+{
+    uint64_t any = 0, w;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        any |= w;
+    }
+    for (; i < n; i++)
+        any |= s[i];
+    return (any & 0x8080808080808080ull) == 0;
+}
+
 /* Runs s through the validator.  Returns n, or the index of the byte
  * that made the text invalid (*st is then WS_UTF8_REJECT). */
 static size_t utf8_check(ws_utf8_state *st, const uint8_t *s, size_t n)
@@ -197,6 +213,8 @@ static size_t utf8_check(ws_utf8_state *st, const uint8_t *s, size_t n)
 
     if (state == WS_UTF8_REJECT)
         return 0;
+    if (state == WS_UTF8_ACCEPT && n <= 64 && short_ascii(s, n))
+        return n;
     while (i < n) {
         if (state == WS_UTF8_ACCEPT) {
             k = starts_ascii_run(s + i, n - i) ? ascii_run(s + i, n - i)
