@@ -48,7 +48,7 @@ APLOG_USE_MODULE(websocket);
 
 /* The loop this thread runs, and whether another thread took it over.
  * Initial-exec: read several times per message, and the default model of
- * a loaded module calls __tls_get_addr for each read; these 24 bytes come
+ * a loaded module calls __tls_get_addr for each read; these 32 bytes come
  * from the static TLS space glibc keeps for modules loaded later. */
 #define LOOP_TLS __thread __attribute__((tls_model("initial-exec")))
 static LOOP_TLS ws_loop *my_loop;
