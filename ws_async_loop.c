@@ -46,11 +46,15 @@ APLOG_USE_MODULE(websocket);
 /* Events one epoll_wait returns at most. */
 #define LOOP_MAX_EVENTS    512
 
-/* The loop this thread runs, and whether another thread took it over. */
-static __thread ws_loop *my_loop;
-static __thread int my_loop_replaced;
-static __thread async_conn *my_call_conn;
-static __thread apr_time_t my_call_started;
+/* The loop this thread runs, and whether another thread took it over.
+ * Initial-exec: read several times per message, and the default model of
+ * a loaded module calls __tls_get_addr for each read; these 32 bytes come
+ * from the static TLS space glibc keeps for modules loaded later. */
+#define LOOP_TLS __thread __attribute__((tls_model("initial-exec")))
+static LOOP_TLS ws_loop *my_loop;
+static LOOP_TLS int my_loop_replaced;
+static LOOP_TLS async_conn *my_call_conn;
+static LOOP_TLS apr_time_t my_call_started;
 
 /* Threads that were replaced, joined at child exit. */
 static pthread_mutex_t replaced_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -231,7 +235,8 @@ void ws_loop_call_begin(ws_loop *loop, async_conn *ac, const char *what)
     call->conn = ac;
     call->what = what;
     my_call_conn = ac;
-    my_call_started = apr_time_now();
+    /* Coarse (ws_conn.h): the watchdog allows for its lag. */
+    my_call_started = ws_coarse_now();
     __atomic_store_n(&call->started, my_call_started, __ATOMIC_RELEASE);
 }
 

@@ -136,6 +136,7 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     pc.assemble = !(ws_conn_plugin_v2(wc) && ws_conn_plugin_v2(wc)->on_fragment);
     pc.allow_rsv1 = deflate != NULL;
     pc.allow_reserved_close_codes = conf->allow_reserved_codes > 0;
+    pc.quiet_frames = 1;             /* ws_conn_feed has no use for them */
     apr_pool_cleanup_register(pool, wc, release_conn, apr_pool_cleanup_null);
     wc->parser = ws_parser_create(&pc);
     if (!wc->parser) {

@@ -188,6 +188,22 @@ static size_t whole_char_at(const uint8_t *s, size_t n)
     return ok ? due + 1 : 0;
 }
 
+/* Whether a short run is all ASCII, eight bytes per test: the common
+ * small text message is checked in a handful of instructions. */
+static int short_ascii(const uint8_t *s, size_t n)
+{
+    uint64_t any = 0, w;
+    size_t i = 0;
+
+    for (; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        any |= w;
+    }
+    for (; i < n; i++)
+        any |= s[i];
+    return (any & 0x8080808080808080ull) == 0;
+}
+
 /* Runs s through the validator.  Returns n, or the index of the byte
  * that made the text invalid (*st is then WS_UTF8_REJECT). */
 static size_t utf8_check(ws_utf8_state *st, const uint8_t *s, size_t n)
@@ -197,6 +213,8 @@ static size_t utf8_check(ws_utf8_state *st, const uint8_t *s, size_t n)
 
     if (state == WS_UTF8_REJECT)
         return 0;
+    if (state == WS_UTF8_ACCEPT && n <= 64 && short_ascii(s, n))
+        return n;
     while (i < n) {
         if (state == WS_UTF8_ACCEPT) {
             k = starts_ascii_run(s + i, n - i) ? ascii_run(s + i, n - i)
@@ -227,16 +245,23 @@ void ws_mask(uint8_t *data, size_t len, const uint8_t key[4], size_t offset)
 {
     /* The key rotated so that k[i & 3] masks data[i]; repeated to fill
      * a word, it masks 8 (or 16) bytes per XOR. */
-    uint8_t k[16];
+    uint8_t k[8];
+    uint32_t k32;
     uint64_t kw;
     size_t i = 0;
+    unsigned shift = (unsigned)(offset & 3);
 
-    for (i = 0; i < sizeof k; i++)
-        k[i] = key[(offset + i) & 3];
+    /* Rotated as a word, not byte by byte: frames of a few dozen bytes
+     * are the common case, and the loop cost more than their XORs. */
+    for (i = 0; i < 4; i++)
+        k[i] = key[(shift + i) & 3];
+    memcpy(k + 4, k, 4);
+    memcpy(&k32, k, 4);
+    memcpy(&kw, k, 8);
     i = 0;
 #ifdef __SSE2__
-    {
-        __m128i kv = _mm_loadu_si128((const __m128i *)(const void *)k);
+    if (len >= 16) {
+        __m128i kv = _mm_set1_epi32((int)k32);
         for (; i + 64 <= len; i += 64) {
             __m128i *d = (__m128i *)(void *)(data + i);
             __m128i a = _mm_loadu_si128(d), b = _mm_loadu_si128(d + 1);
@@ -252,7 +277,7 @@ void ws_mask(uint8_t *data, size_t len, const uint8_t key[4], size_t offset)
         }
     }
 #endif
-    memcpy(&kw, k, 8);
+    (void)k32;
     for (; i + 8 <= len; i += 8) {
         uint64_t w;
         memcpy(&w, data + i, 8);
@@ -553,11 +578,47 @@ static void begin_payload(ws_parser *p, ws_event *ev)
     ev->frame_length = p->frame_len;
 }
 
+/* A header that starts at the beginning of the input (nearly always):
+ * the same checks, in the same order, with the same bytes consumed on
+ * failure, without the byte-at-a-time loop when the whole header is
+ * there.  A header cut short returns after its first two bytes (checked),
+ * for read_header to go on byte by byte. */
+static size_t read_header_at_start(ws_parser *p, const uint8_t *in,
+                                   size_t len, ws_event *ev)
+{
+    size_t need;
+
+    p->hdr[0] = in[0];
+    p->hdr_len = 1;
+    if (check_first_byte(p, ev) < 0)
+        return 1;
+    p->hdr[1] = in[1];
+    p->hdr_len = 2;
+    if (check_second_byte(p, ev) < 0)
+        return 2;
+    if (p->len_end == 2 && check_length(p, ev) < 0)
+        return 2;
+    need = p->hdr_need;
+    if (len < need)
+        return 2;
+    memcpy(p->hdr + 2, in + 2, need - 2);
+    p->hdr_len = (unsigned)need;
+    if (p->len_end > 2 && check_length(p, ev) < 0)
+        return p->len_end;
+    begin_payload(p, ev);
+    return need;
+}
+
 static size_t read_header(ws_parser *p, const uint8_t *in, size_t len,
                           ws_event *ev)
 {
     size_t used = 0;
 
+    if (p->hdr_len == 0 && len >= 2) {
+        used = read_header_at_start(p, in, len, ev);
+        if (ev->type != WS_EV_NONE)
+            return used;          /* a failure, or the whole header */
+    }
     while (used < len && p->hdr_len < p->hdr_need) {
         p->hdr[p->hdr_len++] = in[used++];
         if (check_header_byte(p, ev) < 0)
@@ -849,6 +910,8 @@ size_t ws_parser_next(ws_parser *p, uint8_t *in, size_t len, ws_event *ev)
             if (used == len)
                 break;
             used += read_header(p, in + used, len - used, ev);
+            if (ev->type == WS_EV_FRAME && p->cfg.quiet_frames)
+                ev->type = WS_EV_NONE;
         } else {
             if (used == len && p->frame_done < p->frame_len)
                 break;

@@ -96,6 +96,10 @@ typedef struct ws_parser_config {
     /* 1: accept close codes that the registry marks reserved but that an
      * endpoint is not forbidden to send (1004, 1016-2999). */
     int      allow_reserved_close_codes;
+    /* 1: no WS_EV_FRAME events; a header goes straight on to its payload
+     * in the same call (a caller that ignores them saves a call and a
+     * held byte per frame). */
+    int      quiet_frames;
 } ws_parser_config;
 
 typedef enum ws_event_type {

@@ -334,7 +334,7 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
 {
     size_t total = len;
 
-    wc->last_activity = apr_time_now();
+    wc->last_activity = ws_coarse_now();
     /* pause_input stops parsing too: nothing more reaches the plugin until
      * it resumes; the rest waits unparsed. */
     while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)) {
@@ -363,8 +363,11 @@ size_t ws_conn_feed(ws_conn *wc, uint8_t *buf, size_t len)
         case WS_EV_ERROR:
             ws_conn_fail(wc, ev.close_code, ev.reason);
             break;
-        default:    /* FRAME: nothing to do */
+        default:
             break;
+        }
+        if (!len) {
+            break;                   /* nothing left for another call */
         }
     }
     account_parser(wc);

@@ -105,12 +105,55 @@ int ws_io_try_direct(ws_io *io)
             return 0;
         }
     }
+    if (apr_os_sock_get(&io->fd, ap_get_conn_socket(c)) != APR_SUCCESS) {
+        return 0;
+    }
     io->direct = 1;
     io->sock = ap_get_conn_socket(c);
     return 1;
 }
 
 /* ---- reading ---- */
+
+/* recv(2) and send(2)/sendmsg(2) rather than APR's read(2) and writev(2):
+ * the socket calls skip the file layer (its position lock, permission and
+ * notification hooks) that the generic ones go through, one less layer per
+ * message each way; the socket is non-blocking (ws_io_try_direct), so
+ * APR's wait for a timeout is never wanted.  -1 with errno as they set
+ * it, EINTR retried. */
+static ssize_t sock_recv(int fd, void *buf, size_t len)
+{
+    ssize_t n;
+
+    do {
+        n = recv(fd, buf, len, 0);
+    } while (n < 0 && errno == EINTR);
+    return n;
+}
+
+static ssize_t sock_sendv(int fd, struct iovec *vec, int n)
+{
+    struct msghdr msg;
+    ssize_t done;
+
+    do {
+        if (n == 1) {
+            done = send(fd, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
+        }
+        else {
+            memset(&msg, 0, sizeof(msg));
+            msg.msg_iov = vec;
+            msg.msg_iovlen = (size_t)n;
+            done = sendmsg(fd, &msg, MSG_NOSIGNAL);
+        }
+    } while (done < 0 && errno == EINTR);
+    return done;
+}
+
+static int would_block(void)
+{
+    return errno == EAGAIN || errno == EWOULDBLOCK;
+}
 
 static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
                                 apr_size_t budget)
@@ -120,15 +163,17 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
 
     while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
            && done < budget) {
-        apr_size_t len = size;
-        apr_status_t rv = apr_socket_recv(io->sock, (char *)scratch, &len);
+        ssize_t got = sock_recv(io->fd, scratch, size);
+        apr_size_t len;
+        apr_status_t rv;
 
-        if (APR_STATUS_IS_EAGAIN(rv)) {
-            return APR_SUCCESS;
+        if (got < 0) {
+            return would_block() ? APR_SUCCESS : APR_FROM_OS_ERROR(errno);
         }
-        if (rv != APR_SUCCESS || len == 0) {
-            return rv == APR_SUCCESS ? APR_EOF : rv;
+        if (got == 0) {
+            return APR_EOF;
         }
+        len = (apr_size_t)got;
         if (logio_add_bytes_in) {
             logio_add_bytes_in(io->c, (apr_off_t)len);
         }
@@ -271,6 +316,7 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
         apr_size_t total = 0, written = 0;
         ws_out_frame *f;
         apr_status_t rv;
+        ssize_t sent;
         int n = 0;
 
         if (!io->sending && !(io->sending = take_frames(io))) {
@@ -283,7 +329,10 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
             vec[n].iov_len = f->len - skip;
             total += vec[n].iov_len;
         }
-        rv = apr_socket_sendv(io->sock, vec, n, &written);
+        sent = sock_sendv(io->fd, vec, n);
+        rv = sent >= 0 ? APR_SUCCESS
+           : would_block() ? APR_EAGAIN : APR_FROM_OS_ERROR(errno);
+        written = sent > 0 ? (apr_size_t)sent : 0;
         if (written && logio_add_bytes_out) {
             logio_add_bytes_out(io->c, (apr_off_t)written);
         }

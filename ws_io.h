@@ -33,6 +33,7 @@ typedef struct ws_io {
     int blocking_writes;         /* HTTP/2 streams: no POLLOUT, writes
                                     wait in mod_http2 */
     apr_socket_t *sock;          /* direct mode */
+    int fd;                      /* direct mode: sock's descriptor */
     apr_bucket_brigade *in;      /* filter mode: what a read returned */
     apr_bucket_brigade *out;     /* filter mode: the chunk being passed */
     ws_out_frame *sending;       /* frames taken, being written */

@@ -131,7 +131,8 @@ static void append_locked(ws_conn *wc, ws_out_frame *f)
             wc->out_tail->next = f;
         }
         else {
-            wc->out_head = f;
+            /* Atomic: ws_conn_take_output looks without the lock. */
+            __atomic_store_n(&wc->out_head, f, __ATOMIC_RELAXED);
         }
         wc->out_tail = f;
         wc->out_bytes += f->len;
@@ -205,7 +206,7 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
                 if (data_held_locked(wc) > wc->out_limit / 4) {
                     wc->drain_armed = 1;
                 }
-                __atomic_store_n(&wc->last_data_out, apr_time_now(),
+                __atomic_store_n(&wc->last_data_out, ws_coarse_now(),
                                  __ATOMIC_RELAXED);
             }
             /* Under the lock: the engine cannot finish (and free) the
@@ -488,15 +489,31 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
 
 /* ---- what the engine takes ---- */
 
+/* engine_bytes has one writer, the engine's thread (here and below):
+ * a plain store, no locked instruction; senders read it under wc->lock. */
+static void add_engine_bytes(ws_conn *wc, apr_size_t len, int sign)
+{
+    apr_size_t held = __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
+
+    __atomic_store_n(&wc->engine_bytes, sign > 0 ? held + len : held - len,
+                     __ATOMIC_RELAXED);
+}
+
 ws_out_frame *ws_conn_take_output(ws_conn *wc)
 {
     ws_out_frame *head;
 
+    /* Nothing queued: no lock.  A sender that appends after this look
+     * wakes the engine, which looks again. */
+    if (!__atomic_load_n(&wc->out_head, __ATOMIC_ACQUIRE)) {
+        return NULL;
+    }
     apr_thread_mutex_lock(wc->lock);
     head = wc->out_head;
-    wc->out_head = wc->out_tail = NULL;
+    __atomic_store_n(&wc->out_head, NULL, __ATOMIC_RELAXED);
+    wc->out_tail = NULL;
     /* Still held, by the engine now: still counted. */
-    __atomic_add_fetch(&wc->engine_bytes, wc->out_bytes, __ATOMIC_RELAXED);
+    add_engine_bytes(wc, wc->out_bytes, 1);
     wc->out_bytes = wc->out_control_bytes = 0;
     apr_thread_mutex_unlock(wc->lock);
     return head;
@@ -505,7 +522,7 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
 void ws_conn_output_written(ws_conn *wc, apr_size_t len)
 {
     if (len) {
-        __atomic_sub_fetch(&wc->engine_bytes, len, __ATOMIC_RELAXED);
+        add_engine_bytes(wc, len, -1);
         ws_mem_add(wc, -(apr_off_t)len);
     }
 }
@@ -549,7 +566,8 @@ apr_size_t ws_conn_drop_queue_locked(ws_conn *wc, ws_out_frame **dropped)
     apr_size_t bytes = wc->out_bytes;
 
     *dropped = wc->out_head;
-    wc->out_head = wc->out_tail = NULL;
+    __atomic_store_n(&wc->out_head, NULL, __ATOMIC_RELAXED);
+    wc->out_tail = NULL;
     wc->out_bytes = wc->out_control_bytes = 0;
     return bytes;
 }

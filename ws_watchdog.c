@@ -73,6 +73,10 @@ static void stalled(ws_loop *loop, apr_time_t started, const char *why)
     ws_loop_take_over(loop, started);
 }
 
+/* A call's start is stamped with the coarse clock (ws_conn.h), which may
+ * lag by this much: allowed for, so that no call is judged early. */
+static apr_interval_time_t start_lag;
+
 static void watch_loop(ws_loop *loop, apr_time_t now, long ticks_per_sec)
 {
     loop_call *call = &loop->call;
@@ -83,7 +87,8 @@ static void watch_loop(ws_loop *loop, apr_time_t now, long ticks_per_sec)
     char state;
 
     if (!started || started == CALL_TAKEN_OVER || !limit || !tid
-        || now - started <= limit || !thread_state(tid, &state, &cpu)) {
+        || now - started <= limit + start_lag
+        || !thread_state(tid, &state, &cpu)) {
         return;
     }
     /* The fields were read while the same call ran. */
@@ -112,6 +117,7 @@ static void *watchdog_main(void *unused)
     if (ticks_per_sec <= 0) {
         ticks_per_sec = 100;
     }
+    start_lag = ws_coarse_resolution();
     while (!__atomic_load_n(&watchdog_stop, __ATOMIC_ACQUIRE)) {
         apr_time_t now;
         int i;

@@ -1166,6 +1166,88 @@ static void test_documented_loop(void)
     drop(&got);
 }
 
+/* ------------------------------------------------------- quiet frames */
+
+/* Feeds s in pieces of step bytes, as an engine would (each piece handed
+ * out again until used up); writes the events' types, and the payloads of
+ * messages and pings, into log.  0 when a FRAME event came. */
+static int quiet_run(bytes *s, size_t step, char *log, size_t cap)
+{
+    ws_parser_config cfg = server_cfg();
+    ws_parser *p;
+    size_t pos = 0, n = 0;
+    int no_frame = 1;
+
+    cfg.quiet_frames = 1;
+    p = ws_parser_create(&cfg);
+    log[0] = '\0';
+    while (pos < s->len) {
+        size_t end = pos + step < s->len ? pos + step : s->len;
+
+        while (pos < end) {
+            ws_event ev;
+            size_t used = ws_parser_next(p, s->p + pos, end - pos, &ev);
+
+            pos += used;
+            if (ev.type == WS_EV_NONE)
+                break;
+            if (ev.type == WS_EV_FRAME)
+                no_frame = 0;
+            n += (size_t)snprintf(log + n, cap - n, "%d:%.*s;", (int)ev.type,
+                                  (int)ev.len, ev.data ? (char *)ev.data : "");
+        }
+    }
+    ws_parser_destroy(p);
+    return no_frame;
+}
+
+/* quiet_frames: the same events in the same order, whatever the reads,
+ * without WS_EV_FRAME; a message whose header and payload are in the
+ * input comes out of one call, in place. */
+static void test_quiet_frames(void)
+{
+    ws_parser_config cfg = server_cfg();
+    char want[256], got[256];
+    bytes s = { 0 };
+    ws_parser *p;
+    ws_event ev;
+    size_t step;
+
+    cframe(&s, WS_OP_TEXT, FIN, TXT("hello world"));
+    cframe(&s, WS_OP_BINARY, FIN, TXT(""));
+    cframe(&s, WS_OP_PING, FIN, TXT("p"));
+    cframe(&s, WS_OP_TEXT, NOFIN, TXT("ab"));
+    cframe(&s, WS_OP_CONTINUATION, FIN, TXT("cd"));
+    snprintf(want, sizeof want, "%d:hello world;%d:;%d:p;%d:abcd;",
+             WS_EV_MESSAGE, WS_EV_MESSAGE, WS_EV_PING, WS_EV_MESSAGE);
+    for (step = 1; step <= s.len; step++) {
+        bytes copy = { 0 };
+
+        put(&copy, s.p, s.len);
+        CHECK(quiet_run(&copy, step, got, sizeof got));
+        CHECK(strcmp(got, want) == 0);
+        drop(&copy);
+    }
+
+    clear(&s);
+    cframe(&s, WS_OP_TEXT, FIN, TXT("hello world"));
+    cfg.quiet_frames = 1;
+    p = ws_parser_create(&cfg);
+    CHECK_INT(ws_parser_next(p, s.p, s.len, &ev), s.len);
+    CHECK_INT(ev.type, WS_EV_MESSAGE);
+    CHECK(ev.data == s.p + 6);
+    ws_parser_destroy(p);
+
+    /* A bad header still fails at the byte that decides it. */
+    clear(&s);
+    cframe(&s, WS_OP_TEXT, FIN | WS_RSV2, TXT("x"));
+    p = ws_parser_create(&cfg);
+    CHECK_INT(ws_parser_next(p, s.p, s.len, &ev), 1);
+    CHECK_INT(ev.type, WS_EV_ERROR);
+    ws_parser_destroy(p);
+    drop(&s);
+}
+
 /* -------------------------------------------------- zero-copy, buffer */
 
 static void test_zero_copy_and_copy(void)
@@ -1716,6 +1798,7 @@ int main(void)
     test_terminal_states();
     test_documented_loop();
     test_zero_copy_and_copy();
+    test_quiet_frames();
     test_frame_header();
     test_close_payload();
     test_mask();
