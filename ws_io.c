@@ -210,7 +210,7 @@ static ws_out_frame *take_frames(ws_io *io)
     ws_out_frame *head = ws_conn_take_output(io->wc), *f;
 
     for (f = head; f; f = f->next) {
-        io->wc->msgs_out++;
+        io->wc->msgs_out += f->shared ? f->shared->messages : 1;
     }
     return head;
 }
@@ -225,7 +225,8 @@ static void advance_sending(ws_io *io, apr_size_t written)
         written -= done->len - io->sent;
         io->sending = done->next;
         io->sent = 0;
-        free(done);
+        done->next = NULL;
+        ws_out_frames_free(done);    /* a topic's shared bytes too */
     }
     io->sent += written;
 }
