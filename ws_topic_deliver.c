@@ -217,6 +217,12 @@ static void deliver_run(ws_topic_run *run)
             for (sub = t->subs; sub; sub = sub->next_in_topic) {
                 deliver_run_to(sub, run);
             }
+            if (run->count > 1) {
+                ap_log_error(APLOG_MARK, APLOG_TRACE2, 0, ap_server_conf,
+                             "topic %s: a run of %" APR_SIZE_T_FMT " messages"
+                             " to %ld subscribers", t->name, run->count,
+                             t->count);
+            }
         }
     }
     pthread_mutex_unlock(&ws_topic_lock);
