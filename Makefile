@@ -34,7 +34,8 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
 DEFLATE_SRC := ws_deflate.c ws_deflate_negotiate.c ws_deflate_fast.c
 DEFLATE_HDR := ws_deflate.h ws_deflate_int.h
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
-              ws_topic.c ws_topic_deliver.c ws_publish.c ws_shm.c ws_ring.c ws_ring_history.c \
+              ws_topic.c ws_topic_deliver.c ws_topic_form.c ws_publish.c \
+              ws_shm.c ws_ring.c ws_ring_history.c \
               ws_redis.c ws_redis_conn.c ws_redis_relay.c ws_redis_sub.c \
               ws_redis_interest.c ws_stats.c ws_limits.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \

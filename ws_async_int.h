@@ -75,6 +75,9 @@ struct async_conn {
      * message, it keeps the connection busy until handed back. */
     int foreign_call;
     int fresh;                       /* loop thread: adopted, not yet served */
+    int read_due;                    /* loop thread: on the ready list to
+                                        read (input the filters hold), not
+                                        only to write what was queued */
     int unread_waits;                /* loop thread: the peer sent data while
                                         nothing was read: stop watching for
                                         its departure until reading resumes */

@@ -393,6 +393,7 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
         return;
     }
     if (more) {
+        ac->read_due = 1;
         make_ready(loop, ac);         /* the filters hold more input */
     }
     ws_loop_schedule(ac, ws_conn_next_deadline(wc));
@@ -472,6 +473,20 @@ static void first_service(async_conn *ac, apr_time_t now)
     }
 }
 
+/* Whether a connection on the ready list is read, not only written to.
+ * A socket read directly is watched for input by epoll (level
+ * triggered), which says when it is readable: one that is ready because
+ * output was queued for it (a topic's subscriber) costs no read that
+ * would find nothing.  Input the filters hold, or that waited while
+ * nothing was read (no longer watched), is read. */
+static int must_read(async_conn *ac)
+{
+    int due = ac->read_due;
+
+    ac->read_due = 0;
+    return due || !ac->io.direct || ac->unread_waits;
+}
+
 /* Serves each connection that was ready when the turn began, once; one
  * that still has work goes to the back for the next turn.  The list stays
  * the loop's throughout, so a thread that takes the loop over finds it. */
@@ -493,7 +508,7 @@ static void run_ready(ws_loop *loop, apr_time_t now)
             first_service(ac, now);
         }
         else {
-            serve(ac, now, 1);
+            serve(ac, now, must_read(ac));
         }
         if (is_last || !ws_loop_is_mine(loop)
             || APR_RING_EMPTY(&loop->ready, async_conn, ready_link)) {
@@ -694,6 +709,7 @@ static void take_up(ws_loop *loop, async_conn *stuck)
          ac != APR_RING_SENTINEL(&loop->conns, async_conn, link);
          ac = APR_RING_NEXT(ac, link)) {
         if (ac->phase == AC_OPEN && ac != stuck) {
+            ac->read_due = 1;
             make_ready(loop, ac);
         }
     }

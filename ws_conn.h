@@ -76,7 +76,9 @@ void ws_sync_child_stopping(int graceful);
 /* One frame for many connections: a topic's message, made once. */
 typedef struct ws_shared_frame {
     apr_uint32_t refs;         /* atomic */
-    size_t len;                /* of bytes: header and payload */
+    apr_uint32_t messages;     /* whole messages in bytes: 1, or more
+                                  when several were joined */
+    size_t len;                /* of bytes: headers and payloads */
     size_t payload_len;
     uint8_t bytes[1];
 } ws_shared_frame;
@@ -297,6 +299,11 @@ int ws_conn_offer_message(ws_conn *wc, int opcode, const uint8_t *data,
                           size_t len);
 ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
                                         const uint8_t *payload, size_t len);
+/* Several whole frames one after the other, in one (a topic's messages
+ * that reached a child together: one node, one lock, one wake-up and one
+ * write for each subscriber).  NULL when out of memory. */
+ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
+                                      size_t count);
 void ws_shared_frame_release(ws_shared_frame *sf);
 /* Bytes held for sending: queued, or taken and not yet written. */
 apr_size_t ws_conn_queued(ws_conn *wc);

@@ -284,7 +284,10 @@ static ws_out_frame *take_frames(ws_io *io)
     for (f = head; f; f = f->next) {
         uint8_t b0 = WS_FRAME_BYTES(f)[0];
 
-        if ((b0 & WS_FIN) && (b0 & 0x0F) < WS_OP_CLOSE) {
+        if (f->shared) {
+            io->wc->msgs_out += f->shared->messages;   /* a run of a topic */
+        }
+        else if ((b0 & WS_FIN) && (b0 & 0x0F) < WS_OP_CLOSE) {
             io->wc->msgs_out++;
         }
     }
@@ -302,7 +305,8 @@ static void advance_sending(ws_io *io, apr_size_t written)
         written -= done->len - io->sent;
         io->sending = done->next;
         io->sent = 0;
-        free(done);
+        done->next = NULL;
+        ws_out_frames_free(done);    /* a topic's shared bytes too */
     }
     io->sent += written;
 }

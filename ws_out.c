@@ -76,11 +76,38 @@ ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
         return NULL;
     }
     sf->refs = 1;
+    sf->messages = 1;
     sf->len = hlen + len;
     sf->payload_len = len;
     memcpy(sf->bytes, header, hlen);
     if (len) {
         memcpy(sf->bytes + hlen, payload, len);
+    }
+    return sf;
+}
+
+ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
+                                      size_t count)
+{
+    size_t i, len = 0, payload = 0, off = 0;
+    apr_uint32_t messages = 0;
+    ws_shared_frame *sf;
+
+    for (i = 0; i < count; i++) {
+        len += parts[i]->len;
+        payload += parts[i]->payload_len;
+        messages += parts[i]->messages;
+    }
+    if (!(sf = malloc(sizeof(*sf) + len))) {
+        return NULL;
+    }
+    sf->refs = 1;
+    sf->messages = messages;
+    sf->len = len;
+    sf->payload_len = payload;
+    for (i = 0; i < count; i++) {
+        memcpy(sf->bytes + off, parts[i]->bytes, parts[i]->len);
+        off += parts[i]->len;
     }
     return sf;
 }

@@ -3,14 +3,18 @@
  * brings every record to this child's subscribers of its topic; and the
  * replay of a topic's history to a subscriber that resumes.
  *
- * A record is framed once per form it takes here: plain or with its id,
- * and compressed once per set of permessage-deflate parameters among the
- * subscribers that compress without context takeover (those with it
- * compress for themselves, in order).  Each subscriber's queue gets a
- * reference to the shared frame.  A subscriber whose queue is full is
- * closed with 1013, or misses the message and is told so with its next
- * one (WebSocketTopicOverflow), never held up by the others nor holding
- * them up.
+ * The reader takes every record that is ready (a batch, bounded), and
+ * delivers each run of consecutive records of one topic together: a
+ * subscriber that takes them all alike (the usual case) gets one shared
+ * frame holding all of them (ws_topic_form.c), so that when publishes
+ * come faster than the reader delivers, its work per subscriber is per
+ * batch, not per message, as is the loop's (one node, one write).  A
+ * subscriber that needs something of its own (a gap line, its own
+ * compression, a message it sent itself, one already replayed, or a
+ * queue too full for the whole run) gets the run message by message.
+ * A subscriber whose queue is full is closed with 1013, or misses the
+ * message and is told so with its next one (WebSocketTopicOverflow),
+ * never held up by the others nor holding them up.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -26,136 +30,23 @@
 
 APLOG_USE_MODULE(websocket);
 
-/* Compressors the reader keeps, one per parameter set seen. */
-#define MAX_KEYS  8
+/* A batch: what the reader takes from the ring in one go, when
+ * publishes come faster than it delivers (at most so many records, and
+ * so many payload bytes unless one record alone is larger). */
+#define BATCH_RECORDS  64
+#define BATCH_BYTES    (256 * 1024)
 
-typedef struct compressor {
-    int server_bits, level, mem_level;
-    ws_deflate_ctx *ctx;
-    ws_deflate_buf buf;
-} compressor;
-
-/* The forms one record takes: [ids][key + 1] (key 0: uncompressed). */
-typedef struct forms {
-    const ws_ring_record *rec;
-    int opcode;
-    ws_shared_frame *frame[2][MAX_KEYS + 1];
-    uint8_t *with_id;                /* "id: ...\n\n" + payload */
-    size_t with_id_len;
-} forms;
+typedef struct batch {
+    ws_ring_record *recs;
+    ws_topic_forms *forms;
+    uint8_t *buf;                    /* the payloads, one after the other */
+    size_t cap, used, count;
+    uint64_t lost;                   /* an overrun came after them */
+} batch;
 
 static pthread_t reader;
 static int reader_running;
 static volatile int reader_stop;
-static compressor keys[MAX_KEYS];
-static int key_count;
-
-/* ---- what a message looks like to a subscriber ---- */
-
-/* "id: <id>\n" ["gap: <n>\n"] "\n" and the payload. */
-static uint8_t *prefix_id(uint64_t seq, const char *gap, const void *payload,
-                          size_t len, size_t *out_len)
-{
-    char id[WS_TOPIC_ID_MAX], head[WS_TOPIC_ID_MAX + 64];
-    size_t hlen;
-    uint8_t *out;
-
-    ws_topic_format_id(id, sizeof(id), seq);
-    hlen = (size_t)apr_snprintf(head, sizeof(head), "id: %s\n%s%s%s\n", id,
-                                gap ? "gap: " : "", gap ? gap : "",
-                                gap ? "\n" : "");
-    if (!(out = malloc(hlen + len + 1))) {
-        return NULL;
-    }
-    memcpy(out, head, hlen);
-    if (len) {
-        memcpy(out + hlen, payload, len);
-    }
-    *out_len = hlen + len;
-    return out;
-}
-
-/* The key of a subscriber that compresses without context takeover (the
- * frame can be shared); 0 when it does not compress this message, -1
- * when it compresses for itself (context takeover). */
-static int compression_key(ws_conn *wc, size_t len)
-{
-    const ws_deflate_params *p;
-    int i;
-
-    if (!wc->deflate || !ws_deflate_should_compress(wc->deflate, len)) {
-        return 0;
-    }
-    p = ws_deflate_params_of(wc->deflate);
-    if (!p->server_no_context_takeover) {
-        return -1;
-    }
-    for (i = 0; i < key_count; i++) {
-        if (keys[i].server_bits == p->server_max_window_bits
-            && keys[i].level == p->level && keys[i].mem_level == p->mem_level) {
-            return i + 1;
-        }
-    }
-    if (key_count == MAX_KEYS) {
-        return -1;
-    }
-    keys[key_count].ctx = ws_deflate_create(p, (uint64_t)-1);
-    if (!keys[key_count].ctx) {
-        return -1;
-    }
-    keys[key_count].server_bits = p->server_max_window_bits;
-    keys[key_count].level = p->level;
-    keys[key_count].mem_level = p->mem_level;
-    return ++key_count;
-}
-
-static ws_shared_frame *form(forms *fs, int ids, int key)
-{
-    const uint8_t *data = fs->rec->payload;
-    size_t len = fs->rec->payload_len;
-    ws_shared_frame **slot = &fs->frame[ids][key];
-
-    if (*slot) {
-        return *slot;
-    }
-    if (ids) {
-        if (!fs->with_id && !(fs->with_id = prefix_id(fs->rec->seq, NULL, data,
-                                                      len, &fs->with_id_len))) {
-            return NULL;
-        }
-        data = fs->with_id;
-        len = fs->with_id_len;
-    }
-    if (key > 0) {
-        compressor *c = &keys[key - 1];
-
-        c->buf.len = 0;
-        if (ws_deflate_compress(c->ctx, data, len, &c->buf) != WS_DEFLATE_OK) {
-            return NULL;
-        }
-        *slot = ws_shared_frame_create(fs->opcode, WS_FIN | WS_RSV1,
-                                       c->buf.data, c->buf.len);
-        if (c->buf.cap > WS_KEEP_BUFFER_MAX) {
-            ws_deflate_buf_free(&c->buf);
-        }
-    }
-    else {
-        *slot = ws_shared_frame_create(fs->opcode, WS_FIN, data, len);
-    }
-    return *slot;
-}
-
-static void release_forms(forms *fs)
-{
-    int i, k;
-
-    for (i = 0; i < 2; i++) {
-        for (k = 0; k <= MAX_KEYS; k++) {
-            ws_shared_frame_release(fs->frame[i][k]);
-        }
-    }
-    free(fs->with_id);
-}
 
 /* ---- giving it to each subscriber ---- */
 
@@ -193,9 +84,10 @@ static int send_own(ws_subscription *sub, const ws_ring_record *rec, int opcode)
         else {
             apr_snprintf(gap, sizeof(gap), "%" APR_UINT64_T_FMT, sub->missed);
         }
-        msg = prefix_id(rec->seq, (sub->missed || sub->missed_unknown) ? gap
-                                                                      : NULL,
-                        data, len, &len);
+        msg = ws_topic_prefix_id(rec->seq, (sub->missed
+                                            || sub->missed_unknown) ? gap
+                                                                    : NULL,
+                                 data, len, &len);
         if (!msg) {
             return WEBSOCKET_ENOMEM;
         }
@@ -206,31 +98,88 @@ static int send_own(ws_subscription *sub, const ws_ring_record *rec, int opcode)
     return rc;
 }
 
-static void deliver_to(ws_subscription *sub, forms *fs)
+/* Whether the subscriber takes this record at all: not its own message
+ * (a publish that excluded it), nor one its history replay covered. */
+static int wants(ws_subscription *sub, const ws_ring_record *rec)
 {
-    const ws_ring_record *rec = fs->rec;
-    ws_conn *wc = sub->wc;
-    int key, rc;
+    return !(rec->origin && rec->origin == sub->wc->id)
+           && rec->seq > sub->replayed_until;
+}
 
-    if ((rec->origin && rec->origin == wc->id) || rec->seq <= sub->replayed_until
-        || wc->close_queued) {
-        return;
-    }
-    key = compression_key(wc, rec->payload_len);
-    if (key < 0 || (sub->ids && (sub->missed || sub->missed_unknown))) {
-        rc = send_own(sub, rec, fs->opcode);
-    }
-    else {
-        ws_shared_frame *sf = form(fs, sub->ids, key);
-
-        rc = sf ? ws_conn_queue_shared(wc, sf) : WEBSOCKET_ENOMEM;
-    }
+static void delivered(ws_subscription *sub, int rc)
+{
     if (rc == WEBSOCKET_OK) {
         sub->missed = 0;
         sub->missed_unknown = 0;
     }
     else if (rc == WEBSOCKET_EFULL) {
         too_slow(sub);
+    }
+}
+
+static void deliver_to(ws_subscription *sub, ws_topic_forms *fs)
+{
+    const ws_ring_record *rec = fs->rec;
+    ws_conn *wc = sub->wc;
+    int key, rc;
+
+    if (!wants(sub, rec) || wc->close_queued) {
+        return;
+    }
+    key = ws_topic_compression_key(wc, rec->payload_len);
+    if (key < 0 || (sub->ids && (sub->missed || sub->missed_unknown))) {
+        rc = send_own(sub, rec, fs->opcode);
+    }
+    else {
+        ws_shared_frame *sf = ws_topic_form(fs, sub->ids, key);
+
+        rc = sf ? ws_conn_queue_shared(wc, sf) : WEBSOCKET_ENOMEM;
+    }
+    delivered(sub, rc);
+}
+
+/* The whole run in one frame when the subscriber takes every message of
+ * it as every other such subscriber does; 0 when it must get them one by
+ * one (then nothing was queued). */
+static int deliver_joined(ws_subscription *sub, ws_topic_run *run)
+{
+    ws_conn *wc = sub->wc;
+    ws_shared_frame *sf;
+    size_t i;
+    int key;
+
+    if (sub->ids && (sub->missed || sub->missed_unknown)) {
+        return 0;                    /* the first one says what it missed */
+    }
+    for (i = 0; i < run->count; i++) {
+        if (!wants(sub, run->forms[i].rec)) {
+            return 0;
+        }
+    }
+    if ((key = ws_topic_subscriber_key(wc)) < 0
+        || !(sf = ws_topic_run_form(run, sub->ids, key))) {
+        return 0;
+    }
+    /* Full: one by one, each message fitting or not, as alone. */
+    if (ws_conn_queue_shared(wc, sf) != WEBSOCKET_OK) {
+        return 0;
+    }
+    delivered(sub, WEBSOCKET_OK);
+    return 1;
+}
+
+static void deliver_run_to(ws_subscription *sub, ws_topic_run *run)
+{
+    size_t i;
+
+    if (sub->wc->close_queued) {
+        return;
+    }
+    if (run->count > 1 && deliver_joined(sub, run)) {
+        return;
+    }
+    for (i = 0; i < run->count; i++) {
+        deliver_to(sub, &run->forms[i]);
     }
 }
 
@@ -243,29 +192,74 @@ static void close_subscribers(topic *t, uint16_t code, const char *why)
     }
 }
 
-static void deliver(const ws_ring_record *rec)
+static int is_data(const ws_ring_record *rec)
 {
-    forms fs;
+    int opcode = (int)(rec->flags & TOPIC_OPCODE_MASK);
+
+    return !(rec->flags & TOPIC_CLOSE)
+           && (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY);
+}
+
+/* A run: data records of one topic, or a single other record. */
+static void deliver_run(ws_topic_run *run)
+{
+    const ws_ring_record *first = run->forms[0].rec;
     topic *t;
 
-    memset(&fs, 0, sizeof(fs));
-    fs.rec = rec;
-    fs.opcode = (int)(rec->flags & TOPIC_OPCODE_MASK);
     pthread_mutex_lock(&ws_topic_lock);
-    if ((t = ws_topic_find(rec->topic, rec->topic_len, rec->topic_hash))) {
-        if (rec->flags & TOPIC_CLOSE) {
+    if ((t = ws_topic_find(first->topic, first->topic_len,
+                           first->topic_hash))) {
+        if (first->flags & TOPIC_CLOSE) {
             close_subscribers(t, WS_CLOSE_NORMAL, "topic closed");
         }
-        else if (fs.opcode == WS_OP_TEXT || fs.opcode == WS_OP_BINARY) {
+        else if (is_data(first)) {
             ws_subscription *sub;
 
             for (sub = t->subs; sub; sub = sub->next_in_topic) {
-                deliver_to(sub, &fs);
+                deliver_run_to(sub, run);
+            }
+            if (run->count > 1) {
+                ap_log_error(APLOG_MARK, APLOG_TRACE2, 0, ap_server_conf,
+                             "topic %s: a run of %" APR_SIZE_T_FMT " messages"
+                             " to %ld subscribers", t->name, run->count,
+                             t->count);
             }
         }
     }
     pthread_mutex_unlock(&ws_topic_lock);
-    release_forms(&fs);
+    ws_topic_run_release(run);
+}
+
+static int same_run(const ws_ring_record *a, const ws_ring_record *b)
+{
+    return is_data(a) && is_data(b) && a->topic_hash == b->topic_hash
+           && a->topic_len == b->topic_len
+           && !memcmp(a->topic, b->topic, a->topic_len);
+}
+
+/* The batch's runs, in ring order. */
+static void deliver_batch(batch *b)
+{
+    size_t i = 0;
+
+    while (i < b->count) {
+        ws_topic_run run;
+        size_t j = i + 1, k;
+
+        while (j < b->count && same_run(&b->recs[i], &b->recs[j])) {
+            j++;
+        }
+        memset(&run, 0, sizeof(run));
+        run.forms = &b->forms[i];
+        run.count = j - i;
+        for (k = i; k < j; k++) {
+            memset(&b->forms[k], 0, sizeof(b->forms[k]));
+            b->forms[k].rec = &b->recs[k];
+            b->forms[k].opcode = (int)(b->recs[k].flags & TOPIC_OPCODE_MASK);
+        }
+        deliver_run(&run);
+        i = j;
+    }
 }
 
 static void close_overrun(topic *t, void *baton)
@@ -297,54 +291,115 @@ static void overrun(uint64_t lost)
 
 /* ---- the thread ---- */
 
+/* Takes what the ring holds for this child now, up to a batch: control
+ * records are handled on the way, records of topics nobody here wants
+ * skipped without a copy.  Stops early at an overrun (b->lost), after
+ * the records that came before it. */
+static void read_batch(ws_ring *ring, ws_ring_reader *rd, batch *b,
+                       ws_ring_record *head)
+{
+    b->count = b->used = 0;
+    b->lost = 0;
+    while (b->count < BATCH_RECORDS
+           && !__atomic_load_n(&reader_stop, __ATOMIC_ACQUIRE)) {
+        ws_ring_record *rec = &b->recs[b->count];
+        ws_ring_status st = ws_ring_peek(ring, rd, head);
+
+        if (st == WS_RING_NONE) {
+            return;
+        }
+        if (st == WS_RING_OVERRUN || st == WS_RING_CORRUPT) {
+            b->lost = head->lost;
+            return;
+        }
+        if (st == WS_RING_OK && (head->flags & TOPIC_CONTROL)) {
+            /* The Redis relay's: never delivered; a new relay asks every
+             * child for the topics it has subscribers to. */
+            if (head->flags & TOPIC_QUERY) {
+                ws_topic_announce_all();
+            }
+            ws_ring_skip(ring, rd, NULL);
+            continue;
+        }
+        if (st == WS_RING_OK && !ws_topic_maybe_local(head->topic_hash)) {
+            ws_ring_skip(ring, rd, NULL);
+            continue;
+        }
+        if (st == WS_RING_OK) {
+            if (b->count && head->payload_len > b->cap - b->used) {
+                return;                  /* the next batch's */
+            }
+            st = ws_ring_next(ring, rd, rec, b->buf + b->used,
+                              b->cap - b->used);
+        }
+        if (st == WS_RING_OK) {
+            /* Kept 8-aligned: a payload is handed on as it is. */
+            b->used += (rec->payload_len + 7) & ~(size_t)7;
+            if (b->used > b->cap) {
+                b->used = b->cap;
+            }
+            b->count++;
+        }
+        else if (st == WS_RING_OVERRUN || st == WS_RING_CORRUPT) {
+            b->lost = rec->lost;
+            return;
+        }
+        else {
+            ws_ring_skip(ring, rd, NULL);
+        }
+    }
+}
+
+static void batch_free(batch *b)
+{
+    free(b->recs);
+    free(b->forms);
+    free(b->buf);
+}
+
+static int batch_init(batch *b, size_t payload_max)
+{
+    memset(b, 0, sizeof(*b));
+    b->cap = payload_max > BATCH_BYTES ? payload_max : BATCH_BYTES;
+    b->recs = malloc(BATCH_RECORDS * sizeof(*b->recs));
+    b->forms = malloc(BATCH_RECORDS * sizeof(*b->forms));
+    b->buf = malloc(b->cap + 1);
+    if (!b->recs || !b->forms || !b->buf) {
+        batch_free(b);
+        return 0;
+    }
+    return 1;
+}
+
 static void *reader_main(void *unused)
 {
     ws_ring *ring = ws_shm_ring();
-    size_t size = ws_ring_payload_max(ring);
-    uint8_t *buf = malloc(size + 1);
-    ws_ring_record *rec = malloc(sizeof(*rec));
+    ws_ring_record *head = malloc(sizeof(*head));
     ws_ring_reader rd;
+    batch b;
 
     (void)unused;
-    if (!buf || !rec || ws_ring_reader_init(ring, &rd) != WS_RING_OK) {
-        free(buf);
-        free(rec);
+    if (!head || !batch_init(&b, ws_ring_payload_max(ring))) {
+        free(head);
+        return NULL;
+    }
+    if (ws_ring_reader_init(ring, &rd) != WS_RING_OK) {
+        batch_free(&b);
+        free(head);
         return NULL;
     }
     while (!__atomic_load_n(&reader_stop, __ATOMIC_ACQUIRE)) {
-        ws_ring_status st = ws_ring_peek(ring, &rd, rec);
-
-        if (st == WS_RING_OK && (rec->flags & TOPIC_CONTROL)) {
-            /* The Redis relay's: never delivered; a new relay asks every
-             * child for the topics it has subscribers to. */
-            if (rec->flags & TOPIC_QUERY) {
-                ws_topic_announce_all();
-            }
-            ws_ring_skip(ring, &rd, NULL);
-            continue;
+        read_batch(ring, &rd, &b, head);
+        deliver_batch(&b);
+        if (b.lost) {
+            overrun(b.lost);
         }
-        if (st == WS_RING_OK && !ws_topic_maybe_local(rec->topic_hash)) {
-            ws_ring_skip(ring, &rd, NULL);
-            continue;
-        }
-        if (st == WS_RING_OK) {
-            st = ws_ring_next(ring, &rd, rec, buf, size);
-        }
-        if (st == WS_RING_OK) {
-            deliver(rec);
-        }
-        else if (st == WS_RING_NONE) {
+        else if (!b.count) {
             ws_ring_wait(ring, &rd, 1000);
         }
-        else if (st == WS_RING_OVERRUN || st == WS_RING_CORRUPT) {
-            overrun(rec->lost);
-        }
-        else {
-            ws_ring_skip(ring, &rd, NULL);
-        }
     }
-    free(buf);
-    free(rec);
+    batch_free(&b);
+    free(head);
     return NULL;
 }
 
@@ -361,8 +416,6 @@ apr_status_t ws_topic_reader_start(server_rec *s)
 
 void ws_topic_reader_stop(void)
 {
-    int i;
-
     if (!reader_running) {
         return;
     }
@@ -370,11 +423,7 @@ void ws_topic_reader_stop(void)
     ws_ring_wake_all(ws_shm_ring());
     pthread_join(reader, NULL);
     reader_running = 0;
-    for (i = 0; i < key_count; i++) {
-        ws_deflate_destroy(keys[i].ctx);
-        ws_deflate_buf_free(&keys[i].buf);
-    }
-    key_count = 0;
+    ws_topic_forms_shutdown();
 }
 
 /* ---- history ---- */

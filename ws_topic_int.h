@@ -82,6 +82,45 @@ int ws_topic_format_id(char *out, size_t size, uint64_t seq);
  * another epoch (a fresh ring) or no id. */
 int64_t ws_topic_parse_id(const char *id);
 
+/* ws_topic_form.c: a record's frames, made once per form (reader thread
+ * only).  Keys: 0 uncompressed, 1.. one per set of permessage-deflate
+ * parameters of subscribers without context takeover. */
+#define WS_TOPIC_MAX_KEYS  8
+
+typedef struct ws_topic_forms {
+    const ws_ring_record *rec;
+    int opcode;
+    ws_shared_frame *frame[2][WS_TOPIC_MAX_KEYS + 1];   /* [ids][key] */
+    uint8_t *with_id;                /* "id: ...\n\n" + payload */
+    size_t with_id_len;
+} ws_topic_forms;
+
+/* Data records of one topic that reached the child together, in ring
+ * order, and their frames joined into one per form. */
+typedef struct ws_topic_run {
+    ws_topic_forms *forms;
+    size_t count;
+    ws_shared_frame *joined[2][WS_TOPIC_MAX_KEYS + 1];
+} ws_topic_run;
+
+/* "id: <id>\n" ["gap: <n>\n"] "\n" and the payload (malloc'd). */
+uint8_t *ws_topic_prefix_id(uint64_t seq, const char *gap, const void *payload,
+                            size_t len, size_t *out_len);
+/* A subscriber's key whatever the length: 0 when it does not compress,
+ * -1 when it compresses for itself (context takeover). */
+int ws_topic_subscriber_key(ws_conn *wc);
+/* The key of one message of len bytes for this subscriber. */
+int ws_topic_compression_key(ws_conn *wc, size_t len);
+/* The record's frame in a form, made on first use; NULL: out of memory. */
+ws_shared_frame *ws_topic_form(ws_topic_forms *fs, int ids, int key);
+/* The run's frames joined, for a subscriber's ids and key (each message
+ * compressed or not by its length, as alone). */
+ws_shared_frame *ws_topic_run_form(ws_topic_run *run, int ids, int key);
+void ws_topic_forms_release(ws_topic_forms *fs);
+void ws_topic_run_release(ws_topic_run *run);
+/* The reader stops: its compressors go. */
+void ws_topic_forms_shutdown(void);
+
 /* ws_topic_deliver.c: the reader thread, and a subscription's history. */
 apr_status_t ws_topic_reader_start(server_rec *s);
 void ws_topic_reader_stop(void);

@@ -20,6 +20,7 @@
  *   pause:<ms>         -> pause_input(1), then a thread resumes after ms
  *   sub:<topic>[:ids[:<resume id>]] / unsub:<topic> -> logs the return
  *   pub:<topic>:<text> / pubx:<topic>:<text> (excluding this connection)
+ *   pubn:<topic>:<count>:<size>[v] / pubxn:...: many at once (publish_many)
  *                      -> logs the return
  *   userdata           -> set_user_data then user_data: "userdata ok"
  *   flood:<size>:<n>   -> n binary messages of size bytes; on_drain logs
@@ -128,6 +129,39 @@ static void send_in_pieces(conn *c, long n, long size)
     free(piece);
 }
 
+/* pubn:<topic>:<count>:<size>: count messages in one go, faster than a
+ * child's reader delivers them, each "<i> " and letters up to size bytes
+ * (at least "<i>"); the sizes vary when size ends with "v" (i * 37 % size),
+ * so that some are compressed and some not. */
+static void publish_many(conn *c, const char *topic, const char *rest,
+                         int exclude)
+{
+    const WebSocketServer *server = c->server;
+    long count = 0, size = 0, i, ok = 0;
+    char *end = (char *)"", *msg;
+
+    count = rest ? strtol(rest, &end, 10) : 0;
+    if (rest && *end == ':') {
+        size = strtol(end + 1, &end, 10);
+    }
+    msg = malloc((size_t)size + 32);
+    for (i = 0; i < count && msg; i++) {
+        long want = *end == 'v' && size ? i * 37 % size : size;
+        int n = snprintf(msg, 32, "%ld ", i);
+
+        if (want > n) {
+            memset(msg + n, 'a' + (int)(i % 26), (size_t)(want - n));
+            n = (int)want;
+        }
+        ok += server->publish(server, topic, MESSAGE_TYPE_TEXT,
+                              (const unsigned char *)msg, (size_t)n,
+                              exclude ? WEBSOCKET_PUBLISH_EXCLUDE_SELF : 0)
+              >= 0;
+    }
+    free(msg);
+    logf_("v2 pubn %s %s ok=%ld", c->id, topic, ok);
+}
+
 static void topic_command(conn *c, char *cmd)
 {
     const WebSocketServer *server = c->server;
@@ -147,6 +181,9 @@ static void topic_command(conn *c, char *cmd)
     else if (!strncmp(cmd, "unsub:", 6)) {
         logf_("v2 unsub %s %s rc=%d", c->id, topic,
               server->unsubscribe(server, topic));
+    }
+    else if (!strncmp(cmd, "pubn:", 5) || !strncmp(cmd, "pubxn:", 6)) {
+        publish_many(c, topic, rest, cmd[3] == 'x');
     }
     else {
         int exclude = !strncmp(cmd, "pubx:", 5);
@@ -218,7 +255,8 @@ static void command(conn *c, char *cmd)
         c->resuming = pthread_create(&c->resumer, NULL, resume_later, c) == 0;
     }
     else if (!strncmp(cmd, "sub:", 4) || !strncmp(cmd, "unsub:", 6)
-             || !strncmp(cmd, "pub:", 4) || !strncmp(cmd, "pubx:", 5)) {
+             || !strncmp(cmd, "pub:", 4) || !strncmp(cmd, "pubx:", 5)
+             || !strncmp(cmd, "pubn:", 5) || !strncmp(cmd, "pubxn:", 6)) {
         topic_command(c, cmd);
     }
     else if (!strcmp(cmd, "userdata")) {
