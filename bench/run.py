@@ -140,10 +140,11 @@ class Httpd(harness.Httpd):
     warn."""
 
     def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
-                 event_threads=None, extra="", location_extra=""):
+                 event_threads=None, extra="", location_extra="",
+                 start_servers=None, static_file=None):
         workers = threads_per_child * server_limit
         mpm_conf = """\
-StartServers {limit}
+StartServers {start}
 ServerLimit {limit}
 ThreadLimit {tpc}
 ThreadsPerChild {tpc}
@@ -152,9 +153,16 @@ MinSpareThreads 1
 MaxSpareThreads {workers}
 MaxConnectionsPerChild 0
 AsyncRequestWorkerFactor 1000
-""".format(limit=server_limit, tpc=threads_per_child, workers=workers)
+""".format(limit=server_limit, tpc=threads_per_child, workers=workers,
+           start=start_servers or server_limit)
+        # static_file: (name, bytes) served from a DocumentRoot, the
+        # reference of the handshake figures (k)
         super().__init__(mpm_conf=mpm_conf, loglevel="warn", timeout=30,
-                         tmp_parent=workdir, access_log=False, docroot=False)
+                         tmp_parent=workdir, access_log=False,
+                         docroot=None if static_file else False)
+        if static_file:
+            with open(os.path.join(self.docroot, static_file[0]), "wb") as f:
+                f.write(static_file[1])
         self.name = name
         et = ("WebSocketEventThreads %d\n" % event_threads
               if event_threads is not None else "")
