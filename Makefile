@@ -30,13 +30,13 @@ DEB_PACKAGES := apache2-bin apache2-dev apache2-utils libssl-dev zlib1g-dev \
                 redis-server $(DEB_BUILD_PACKAGES)
 
 MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
-              ws_topic.c ws_topic_deliver.c ws_shm.c ws_ring.c ws_ring_history.c \
+              ws_topic.c ws_topic_deliver.c ws_publish.c ws_shm.c ws_ring.c ws_ring_history.c \
               ws_redis.c ws_redis_conn.c ws_redis_relay.c ws_redis_sub.c \
               ws_redis_interest.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c \
               ws_frame.c ws_deflate.c ws_handshake.c
-MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_topic_int.h ws_shm.h ws_ring.h \
+MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
               ws_redis.h ws_redis_int.h \
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h \
               ws_frame.h ws_deflate.h ws_handshake.h websocket_plugin.h ws_directives.h \
@@ -81,6 +81,13 @@ plugins/.libs/mod_websocket_%.so: plugins/%.c websocket_plugin.h
 	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
 	    -o mod_websocket_$*.la $*.c
 
+# The exec plugin is made of several files (plugins/exec/exec.h lists them).
+EXEC_SRC := plugins/exec.c $(wildcard plugins/exec/*.c)
+EXEC_HDR := $(wildcard plugins/exec/*.h)
+plugins/.libs/mod_websocket_exec.so: $(EXEC_SRC) $(EXEC_HDR) websocket_plugin.h
+	cd plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I.. -Wl,-lpthread \
+	    -o mod_websocket_exec.la $(EXEC_SRC:plugins/%=%)
+
 t/plugins/.libs/%.so: t/plugins/%.c t/plugins/test_log.h websocket_plugin.h
 	cd t/plugins && $(APXS) -c $(APXS_FLAGS) -Wc,-I../.. -Wl,-lpthread \
 	    -o $*.la $*.c
@@ -97,6 +104,7 @@ asan: deps
 	@mkdir -p $(ASAN_DIR)/.ci $(ASAN_DIR)/bench
 	@cp -p .ci/deps.sh $(ASAN_DIR)/.ci/ && cp -p bench/Makefile.inc $(ASAN_DIR)/bench/
 	@cp -p plugins/*.c $(ASAN_DIR)/plugins/
+	@mkdir -p $(ASAN_DIR)/plugins/exec && cp -p plugins/exec/*.[ch] $(ASAN_DIR)/plugins/exec/
 	@cp -p t/plugins/*.c t/plugins/*.h $(ASAN_DIR)/t/plugins/ 2>/dev/null || true
 	@cp -p t/modules/*.c $(ASAN_DIR)/t/modules/ 2>/dev/null || true
 	$(MAKE) -C $(ASAN_DIR) build \
@@ -108,7 +116,7 @@ asan: deps
 # Every C file, with gcc and with clang, -Wall -Wextra, warnings as errors.
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
-APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard t/plugins/*.c) \
+APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard plugins/exec/*.c) $(wildcard t/plugins/*.c) \
            $(wildcard t/modules/*.c)
 # Sans-Apache sources are checked without the Apache include paths too.
 PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
@@ -293,6 +301,7 @@ docs:
 clean:
 	rm -rf .libs *.la *.lo *.slo *.o build \
 	       plugins/.libs plugins/*.la plugins/*.lo plugins/*.slo plugins/*.o \
+	       plugins/exec/*.lo plugins/exec/*.slo plugins/exec/*.o plugins/exec/.libs \
 	       t/plugins/.libs t/plugins/*.la t/plugins/*.lo t/plugins/*.slo \
 	       t/plugins/*.o t/modules/.libs t/modules/*.la t/modules/*.lo \
 	       t/modules/*.slo t/modules/*.o $(UNIT_TESTS) $(FUZZ_REPLAY) \

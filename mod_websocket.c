@@ -35,6 +35,7 @@
 #include "ws_handshake.h"
 #include "ws_mem.h"
 #include "ws_redis.h"
+#include "ws_publish.h"
 #include "ws_shm.h"
 #include "ws_topic.h"
 #include "ws_version.h"
@@ -748,6 +749,22 @@ static void switch_protocols(request_rec *r, const handshake *hs, ws_conn *wc)
     c->keepalive = AP_CONN_CLOSE;
 }
 
+/* on_connect returned NULL: 403, or the status it gave refuse_with, with
+ * the headers it set (an error response sends only err_headers_out). */
+static int refuse_for_plugin(request_rec *r, const ws_conn *wc)
+{
+    if (!wc->refuse_status) {
+        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
+                      "plugin %s declined the connection",
+                      wc->conf->handler->symbol));
+    }
+    apr_table_overlap(r->err_headers_out, r->headers_out,
+                      APR_OVERLAP_TABLES_SET);
+    return refuse(r, wc->refuse_status, apr_psprintf(r->pool,
+                  "plugin %s refused the connection",
+                  wc->conf->handler->symbol));
+}
+
 /* The event loops can only hold a connection the MPM lets go of: an
  * HTTP/1 connection on the event MPM, whose request the MPM itself is
  * processing.  HTTP/2 streams (c->master), the other MPMs, and requests
@@ -816,9 +833,7 @@ static int ws_handler(request_rec *r)
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!ws_conn_connect_plugin(wc)) {
-        return refuse(r, HTTP_FORBIDDEN, apr_psprintf(r->pool,
-                      "plugin %s declined the connection",
-                      conf->handler->symbol));
+        return refuse_for_plugin(r, wc);
     }
     switch_protocols(r, &hs, wc);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
@@ -888,6 +903,7 @@ static void register_hooks(apr_pool_t *p)
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_fixups(not_a_directory, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(ws_publish_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(shared_memory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);

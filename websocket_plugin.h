@@ -34,9 +34,9 @@
  *     send, send_fragment, close, close_with, ping, queued, pause_input,
  *     publish, subscribe, unsubscribe, header_get, client_ip, user,
  *     subprotocol, extensions, query, path_info, param, user_data,
- *     set_user_data
+ *     set_user_data, queue_limit, plugin
  * Only in on_connect, on its own thread:
- *     header_set, protocol_set
+ *     header_set, protocol_set, refuse_with
  * Only in callbacks (the request's pool is not for other threads):
  *     request
  * After on_disconnect has returned: nothing.  A plugin that keeps the
@@ -51,6 +51,7 @@
 #ifndef WEBSOCKET_PLUGIN_H
 #define WEBSOCKET_PLUGIN_H
 
+#include <stddef.h>
 #include <stdlib.h>
 
 #if defined(__cplusplus)
@@ -157,7 +158,9 @@ typedef void (CALLBACK *WS_Set_User_Data)(const struct _WebSocketServer *server,
                                          void *data);
 /* Stops (paused 1) or resumes (0) reading from the client: what it sends
  * meanwhile waits in the kernel, and TCP tells the client to slow down.
- * Pings are not answered while paused. */
+ * Pings are not answered while paused, and a client's Close or its going
+ * away is only noticed when reading resumes (or, with
+ * WebSocketPingInterval, when its Pong does not come). */
 typedef void (CALLBACK *WS_Pause_Input)(const struct _WebSocketServer *server,
                                        int paused);
 
@@ -195,6 +198,30 @@ typedef long (CALLBACK *WS_Publish)(const struct _WebSocketServer *server,
                                    const unsigned char *buffer,
                                    size_t buffer_size, int flags);
 
+/* The last calls of version 2, added after its first release: a plugin
+ * that wants them tests WEBSOCKET_SERVER_HAS(server, refuse_with) (or
+ * queue_limit, or plugin).
+ *
+ * refuse_with: only in on_connect, on its thread.  When on_connect then
+ * returns NULL, the handshake is answered with status (400-599) instead
+ * of 403, and the headers set with header_set go out with it (a
+ * Retry-After with a 503, say).  WEBSOCKET_OK, or WEBSOCKET_EINVAL
+ * outside on_connect or for another status. */
+typedef int (CALLBACK *WS_Refuse_With)(const struct _WebSocketServer *server,
+                                      int status);
+/* queue_limit: the connection's WebSocketSendQueueLimit in bytes, which
+ * queued() may not pass (a send that would is refused, and the
+ * connection closed with 1008); on_drain comes when queued() falls back
+ * under a quarter of it. */
+typedef size_t (CALLBACK *WS_Queue_Limit)(const struct _WebSocketServer *server);
+/* plugin: what the init function returned for the WebSocketHandler that
+ * serves this connection.  Each WebSocketHandler line calls the init
+ * function once: one that returns a new structure each time (larger than
+ * WebSocketPlugin2, with its own fields after it) keeps state per
+ * location. */
+typedef struct _WebSocketPlugin *(CALLBACK *WS_Plugin_Of)(
+        const struct _WebSocketServer *server);
+
 #define WEBSOCKET_SERVER_VERSION_1 1
 #define WEBSOCKET_SERVER_VERSION_2 2
 
@@ -228,8 +255,15 @@ typedef struct _WebSocketServer {
     WS_Subscribe subscribe;
     WS_Unsubscribe unsubscribe;
     WS_Publish publish;
+    WS_Refuse_With refuse_with;   /* test WEBSOCKET_SERVER_HAS first */
+    WS_Queue_Limit queue_limit;   /* test WEBSOCKET_SERVER_HAS first */
+    WS_Plugin_Of plugin;          /* test WEBSOCKET_SERVER_HAS first */
     /* Fields of later versions go here, never above. */
 } WebSocketServer;
+
+/* Whether the module that filled server has the call named field. */
+#define WEBSOCKET_SERVER_HAS(server, field) \
+    ((server)->size >= offsetof(WebSocketServer, field) + sizeof((server)->field))
 
 struct _WebSocketPlugin;
 
@@ -240,7 +274,8 @@ typedef void (CALLBACK *WS_Destroy)(struct _WebSocketPlugin *plugin);
 
 /*
  * Called before the 101 is sent.  Returns the plugin's per-connection
- * data; NULL refuses the connection (the client gets 403).
+ * data; NULL refuses the connection (the client gets 403, or the status
+ * given to refuse_with).
  */
 typedef void *(CALLBACK *WS_OnConnect)(const WebSocketServer *server);
 /* Called with each whole text or binary message; the return is ignored.
@@ -274,7 +309,9 @@ typedef void (CALLBACK *WS_OnControl)(void *plugin_private,
                                      const unsigned char *payload,
                                      size_t size);
 /* The send queue, which a send had taken above a quarter of
- * WebSocketSendQueueLimit, is back under it: time to send more. */
+ * WebSocketSendQueueLimit, is back under it: time to send more.  It may
+ * come after another thread's send took the queue up again: look at
+ * queued() before sending much (such a send arms another on_drain). */
 typedef void (CALLBACK *WS_OnDrain)(void *plugin_private,
                                    const WebSocketServer *server);
 /* Flags of on_fragment. */

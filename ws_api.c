@@ -338,6 +338,32 @@ static long CALLBACK server_publish(const WebSocketServer *server,
                             (flags & WEBSOCKET_PUBLISH_EXCLUDE_SELF) ? wc : NULL);
 }
 
+static int CALLBACK server_refuse_with(const WebSocketServer *server,
+                                       int status)
+{
+    ws_conn *wc = conn_of(server);
+
+    if (!wc || !in_connect_thread(wc) || status < 400 || status > 599) {
+        return WEBSOCKET_EINVAL;
+    }
+    wc->refuse_status = status;
+    return WEBSOCKET_OK;
+}
+
+static size_t CALLBACK server_queue_limit(const WebSocketServer *server)
+{
+    ws_conn *wc = conn_of(server);
+
+    return wc ? wc->out_limit : 0;
+}
+
+static WebSocketPlugin *CALLBACK server_plugin(const WebSocketServer *server)
+{
+    ws_conn *wc = conn_of(server);
+
+    return wc ? wc->plugin : NULL;
+}
+
 void ws_api_init(ws_conn *wc)
 {
     WebSocketServer *s = &wc->server;
@@ -370,4 +396,7 @@ void ws_api_init(ws_conn *wc)
     s->subscribe = server_subscribe;
     s->unsubscribe = server_unsubscribe;
     s->publish = server_publish;
+    s->refuse_with = server_refuse_with;
+    s->queue_limit = server_queue_limit;
+    s->plugin = server_plugin;
 }

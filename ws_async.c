@@ -73,7 +73,7 @@ static void dispatch_done(ws_dispatch_conn *dc)
     apr_thread_mutex_lock(loop->lock);
     ws_loop_push_dirty_locked(loop, ac);
     apr_thread_mutex_unlock(loop->lock);
-    apr_pollset_wakeup(loop->pollset);
+    ws_loop_wakeup(loop);
 }
 
 static int async_dispatch(ws_conn *wc, int type, const uint8_t *data,
@@ -112,7 +112,6 @@ static apr_status_t async_attach(ws_conn *wc)
 {
     conn_rec *c = wc->c;
     async_conn *ac = apr_pcalloc(c->pool, sizeof(*ac));
-    apr_interval_time_t unused;
     apr_status_t rv;
 
     ac->wc = wc;
@@ -132,12 +131,10 @@ static apr_status_t async_attach(ws_conn *wc)
     APR_RING_ELEM_INIT(ac, ready_link);
     APR_RING_ELEM_INIT(ac, inbox_link);
     APR_RING_ELEM_INIT(ac, dirty_link);
-    ac->pfd.p = c->pool;
-    rv = ap_get_pollfd_from_conn(c, &ac->pfd, &unused);
+    rv = apr_os_sock_get(&ac->fd, ap_get_conn_socket(c));
     if (rv != APR_SUCCESS) {
         return rv;
     }
-    ac->pfd.client_data = ac;
     wc->engine_data = ac;
     return APR_SUCCESS;
 }
@@ -182,7 +179,7 @@ static void async_wake(ws_conn *wc)
     /* The loop looks at its dirty list every turn, so it needs no
      * wake-up from itself, nor a second one. */
     if (!was_dirty && !mine) {
-        apr_pollset_wakeup(loop->pollset);
+        ws_loop_wakeup(loop);
     }
 }
 
@@ -215,7 +212,7 @@ void ws_async_suspended(conn_rec *c, request_rec *r)
     apr_thread_mutex_lock(loop->lock);
     APR_RING_INSERT_TAIL(&loop->inbox, ac, async_conn, inbox_link);
     apr_thread_mutex_unlock(loop->lock);
-    apr_pollset_wakeup(loop->pollset);
+    ws_loop_wakeup(loop);
 }
 
 int ws_async_available(void)
@@ -233,7 +230,7 @@ static void ask_loops_to_stop(int how)
         if (ws_loops[i].stop < (apr_uint32_t)how) {
             ws_loops[i].stop = (apr_uint32_t)how;
         }
-        apr_pollset_wakeup(ws_loops[i].pollset);
+        ws_loop_wakeup(&ws_loops[i]);
     }
 }
 
@@ -263,27 +260,6 @@ static apr_status_t join_loops(void *unused)
     return APR_SUCCESS;
 }
 
-static apr_status_t init_loop(apr_pool_t *pchild, ws_loop *loop, int index,
-                              int max_events)
-{
-    apr_status_t rv;
-
-    loop->index = index;
-    APR_RING_INIT(&loop->inbox, async_conn, inbox_link);
-    APR_RING_INIT(&loop->dirty, async_conn, dirty_link);
-    APR_RING_INIT(&loop->conns, async_conn, link);
-    APR_RING_INIT(&loop->ready, async_conn, ready_link);
-    APR_RING_INIT(&loop->graveyard, async_conn, link);
-    rv = apr_thread_mutex_create(&loop->lock, APR_THREAD_MUTEX_DEFAULT, pchild);
-    if (rv == APR_SUCCESS) {
-        /* The size is how many events one poll returns, not a limit on
-         * the descriptors a pollset holds (epoll). */
-        rv = apr_pollset_create(&loop->pollset, (apr_uint32_t)max_events,
-                                pchild, APR_POLLSET_WAKEABLE | APR_POLLSET_NOCOPY);
-    }
-    return rv;
-}
-
 void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
                          int dispatch_threads)
 {
@@ -298,7 +274,7 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
     ws_loops = apr_pcalloc(pchild, sizeof(*ws_loops) * (apr_size_t)threads);
     ws_loop_threads = apr_pcalloc(pchild, sizeof(pthread_t) * (apr_size_t)threads);
     for (i = 0; i < threads; i++) {
-        apr_status_t rv = init_loop(pchild, &ws_loops[i], i, 512);
+        apr_status_t rv = ws_loop_init(&ws_loops[i], i, pchild);
 
         if (rv == APR_SUCCESS) {
             rv = ws_loop_start(&ws_loops[i], &ws_loop_threads[i]);

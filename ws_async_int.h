@@ -59,7 +59,7 @@ struct async_conn {
     ws_loop *loop;
     ac_phase phase;
     ws_io io;
-    apr_pollfd_t pfd;
+    int fd;                          /* the socket's descriptor */
     apr_int16_t polled;              /* events registered, 0 if none */
     /* Loop thread: loop->conns or loop->graveyard, and loop->ready. */
     APR_RING_ENTRY(async_conn) link;
@@ -110,7 +110,9 @@ struct ws_loop {
     int index;
     pid_t tid;                       /* the loop thread's, for /proc */
     loop_call call;
-    apr_pollset_t *pollset;
+    int epfd;                        /* epoll: the sockets and wake_fd */
+    int wake_fd;                     /* eventfd other threads write */
+    volatile apr_uint32_t wake_pending;  /* a wake-up is on its way */
     apr_thread_mutex_t *lock;
     struct ac_list inbox;            /* under lock */
     struct ac_list dirty;            /* under lock */
@@ -138,7 +140,10 @@ extern pthread_t *ws_loop_threads;   /* the thread running each loop now */
 extern int ws_loop_count;
 
 /* ws_async_loop.c */
+apr_status_t ws_loop_init(ws_loop *loop, int index, apr_pool_t *pchild);
 apr_status_t ws_loop_start(ws_loop *loop, pthread_t *thread);
+/* From any thread: the loop looks at its lists and flags soon. */
+void ws_loop_wakeup(ws_loop *loop);
 int ws_loop_is_mine(const ws_loop *loop);
 void ws_loop_push_dirty_locked(ws_loop *loop, async_conn *ac);
 void ws_loop_take_off_dirty(async_conn *ac);

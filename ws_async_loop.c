@@ -17,8 +17,11 @@
  * function here that can reach a plugin call checks ws_loop_is_mine()
  * after it, before touching the loop again.
  */
+#include <errno.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -39,6 +42,8 @@ APLOG_USE_MODULE(websocket);
 #define LOOP_MAX_SLEEP     apr_time_from_sec(1)
 /* How often connections waiting for the MPM's worker are looked at. */
 #define GRAVEYARD_RECHECK  apr_time_from_msec(10)
+/* Events one epoll_wait returns at most. */
+#define LOOP_MAX_EVENTS    512
 
 /* The loop this thread runs, and whether another thread took it over. */
 static __thread ws_loop *my_loop;
@@ -113,26 +118,104 @@ void ws_loop_schedule(async_conn *ac, apr_time_t at)
     }
 }
 
+static uint32_t epoll_events_of(apr_int16_t want)
+{
+    return ((want & APR_POLLIN) ? EPOLLIN : 0)
+           | ((want & APR_POLLOUT) ? EPOLLOUT : 0);
+}
+
+/* One epoll_ctl per change of what the connection waits for (epoll is
+ * level triggered here, as the MPM's own pollset). */
 apr_status_t ws_loop_poll_events(async_conn *ac, apr_int16_t want)
 {
-    ws_loop *loop = ac->loop;
-    apr_status_t rv = APR_SUCCESS;
+    struct epoll_event ev;
+    int op;
 
     if (want == ac->polled) {
         return APR_SUCCESS;
     }
-    if (ac->polled) {
-        apr_pollset_remove(loop->pollset, &ac->pfd);
+    op = !want ? EPOLL_CTL_DEL : ac->polled ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    ev.events = epoll_events_of(want);
+    ev.data.ptr = ac;
+    if (epoll_ctl(ac->loop->epfd, op, ac->fd, &ev) != 0) {
+        apr_status_t rv = APR_FROM_OS_ERROR(errno);
+
+        if (op == EPOLL_CTL_DEL) {
+            ac->polled = 0;       /* gone with its descriptor anyway */
+        }
+        return op == EPOLL_CTL_DEL ? APR_SUCCESS : rv;
     }
-    ac->polled = 0;
-    if (want) {
-        ac->pfd.reqevents = want;
-        rv = apr_pollset_add(loop->pollset, &ac->pfd);
-        if (rv == APR_SUCCESS) {
-            ac->polled = want;
+    ac->polled = want;
+    return APR_SUCCESS;
+}
+
+/* ---- waking the loop ---- */
+
+/* One write per sleep at most, whoever wakes: the flag says a wake-up is
+ * already on its way. */
+void ws_loop_wakeup(ws_loop *loop)
+{
+    uint64_t one = 1;
+
+    if (!__atomic_exchange_n(&loop->wake_pending, 1, __ATOMIC_ACQ_REL)) {
+        if (write(loop->wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
+            __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_RELEASE);
         }
     }
-    return rv;
+}
+
+/* Clears the flag before draining the counter: a wake-up that comes after
+ * the drain writes again, one before it is seen by the lists' check that
+ * follows every poll. */
+static void drain_wakeups(ws_loop *loop)
+{
+    uint64_t count;
+
+    __atomic_store_n(&loop->wake_pending, 0, __ATOMIC_RELEASE);
+    if (read(loop->wake_fd, &count, sizeof(count)) < 0) {
+        /* EAGAIN: someone else's wake-up was already drained. */
+    }
+}
+
+static apr_status_t close_fd(void *data)
+{
+    close((int)(intptr_t)data);
+    return APR_SUCCESS;
+}
+
+apr_status_t ws_loop_init(ws_loop *loop, int index, apr_pool_t *pchild)
+{
+    struct epoll_event ev;
+    apr_status_t rv;
+
+    loop->index = index;
+    APR_RING_INIT(&loop->inbox, async_conn, inbox_link);
+    APR_RING_INIT(&loop->dirty, async_conn, dirty_link);
+    APR_RING_INIT(&loop->conns, async_conn, link);
+    APR_RING_INIT(&loop->ready, async_conn, ready_link);
+    APR_RING_INIT(&loop->graveyard, async_conn, link);
+    rv = apr_thread_mutex_create(&loop->lock, APR_THREAD_MUTEX_DEFAULT, pchild);
+    if (rv != APR_SUCCESS) {
+        return rv;
+    }
+    loop->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (loop->epfd < 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    apr_pool_cleanup_register(pchild, (void *)(intptr_t)loop->epfd, close_fd,
+                              apr_pool_cleanup_null);
+    loop->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (loop->wake_fd < 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    apr_pool_cleanup_register(pchild, (void *)(intptr_t)loop->wake_fd,
+                              close_fd, apr_pool_cleanup_null);
+    ev.events = EPOLLIN;
+    ev.data.ptr = NULL;                /* NULL: the wake-up */
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wake_fd, &ev) != 0) {
+        return APR_FROM_OS_ERROR(errno);
+    }
+    return APR_SUCCESS;
 }
 
 /* ---- plugin calls on the loop thread ---- */
@@ -485,26 +568,39 @@ static int loop_finished(ws_loop *loop)
 
 /* ---- the thread ---- */
 
+/* Milliseconds for epoll_wait, rounded up: a timer is never run early
+ * and then slept on again. */
+static int sleep_ms(apr_interval_time_t us)
+{
+    return (int)((us + 999) / 1000);
+}
+
 static void turn(ws_loop *loop)
 {
-    apr_int32_t n = 0, i;
-    const apr_pollfd_t *ready;
+    struct epoll_event ready[LOOP_MAX_EVENTS];
     apr_time_t now = apr_time_now();
-    apr_status_t rv;
+    int n, i;
 
-    rv = apr_pollset_poll(loop->pollset, sleep_time(loop, now), &n, &ready);
+    n = epoll_wait(loop->epfd, ready, LOOP_MAX_EVENTS,
+                   sleep_ms(sleep_time(loop, now)));
     now = apr_time_now();
-    if (rv != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(rv)
-        && !APR_STATUS_IS_EINTR(rv)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rv, ap_server_conf,
-                     "WebSocket event loop %d: poll failed", loop->index);
+    if (n < 0) {
+        if (errno != EINTR) {
+            ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno),
+                         ap_server_conf, "WebSocket event loop %d: poll "
+                         "failed", loop->index);
+        }
         n = 0;
     }
-    for (i = 0; rv == APR_SUCCESS && i < n; i++) {
-        async_conn *ac = ready[i].client_data;
+    for (i = 0; i < n; i++) {
+        async_conn *ac = ready[i].data.ptr;
 
-        serve(ac, now, (ready[i].rtnevents
-                        & (APR_POLLIN | APR_POLLHUP | APR_POLLERR)) != 0);
+        if (!ac) {
+            drain_wakeups(loop);
+            continue;
+        }
+        serve(ac, now, (ready[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+                       != 0);
         if (!ws_loop_is_mine(loop)) {
             return;
         }
@@ -532,7 +628,7 @@ static void hand_back(ws_loop *loop)
     ac->handed_back = 1;
     ws_loop_push_dirty_locked(loop, ac);
     apr_thread_mutex_unlock(loop->lock);
-    apr_pollset_wakeup(loop->pollset);
+    ws_loop_wakeup(loop);
 }
 
 /* The new thread of a loop that was taken over: the connection the old

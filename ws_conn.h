@@ -104,6 +104,7 @@ struct _WebSocketState {
     const char *chosen_protocol;
     int in_on_connect;               /* header_set/protocol_set allowed */
     apr_os_thread_t connect_thread;  /* the thread running on_connect */
+    int refuse_status;               /* refuse_with's, 0: 403 */
     /* The client's address for log lines from any thread: the request's
      * useragent_ip (mod_remoteip's), copied where it outlives r; and the
      * other strings API v2 gives plugins, copied the same way. */

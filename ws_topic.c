@@ -436,6 +436,43 @@ long ws_topic_subscribers(const char *name, size_t len)
                                : WEBSOCKET_EINVAL;
 }
 
+/* ws_ring_history's callback: the records are only counted. */
+static int count_record(void *baton, const ws_ring_record *rec)
+{
+    (void)rec;
+    ++*(long *)baton;
+    return 0;
+}
+
+long ws_topic_history(const char *name, size_t len, size_t max,
+                      char *last_id, size_t id_size)
+{
+    ws_ring_history_result res;
+    ws_ring_status st;
+    long n = 0;
+
+    if (last_id && id_size) {
+        *last_id = '\0';
+    }
+    if (!ws_shm_ring()) {
+        return WEBSOCKET_ENOTOPICS;
+    }
+    if (!topic_ok(name, len) || !max) {
+        return topic_ok(name, len) ? 0 : WEBSOCKET_EINVAL;
+    }
+    /* OVERRUN: publishers overwrote the oldest while they were counted;
+     * what was counted stands. */
+    st = ws_ring_history(ws_shm_ring(), name, len, 0, max, count_record, &n,
+                         &res);
+    if (st != WS_RING_OK && st != WS_RING_OVERRUN) {
+        return WEBSOCKET_ENOMEM;
+    }
+    if (res.count && last_id) {
+        ws_topic_format_id(last_id, id_size, res.last_seq);
+    }
+    return (long)res.count;
+}
+
 /* ---- ids ---- */
 
 static uint64_t ring_epoch(void)

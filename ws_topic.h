@@ -42,6 +42,13 @@ long ws_topic_close(const char *topic, size_t len);
 /* Subscribers of a topic in the whole server now, or an error (< 0). */
 long ws_topic_subscribers(const char *topic, size_t len);
 
+/* What a subscriber resuming from the start could be replayed now, with
+ * a history of max messages: how many of the topic's messages the ring
+ * still holds (at most max), and the newest one's id in last_id ("" when
+ * none).  The count, or an error (< 0). */
+long ws_topic_history(const char *topic, size_t len, size_t max,
+                      char *last_id, size_t id_size);
+
 /* The connection ends: all its subscriptions go. */
 void ws_topic_forget(ws_conn *wc);
 

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """mod_websocket benchmarks: the `make bench` driver (docs/performance.md).
 
-    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e] [--runs 3]
-                                  [--secs 5] [--write-docs] [--keep]
+    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h] [--runs 3]
+                                  [--secs 5] [--subs 10000] [--write-docs]
+                                  [--keep]
 
 Needs the module and bench tools built (`make bench` does that).  Starts
 bench/tcpecho (the raw TCP reference) and private httpds (event MPM,
@@ -27,6 +28,16 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
   r      WebSocketRedis: cross-node delivery latency p50/p99 and
          publishes/s through a redis-server of our own, against
          local-only delivery (bench/redis_scenario.py)
+  g      topics' fan-out: 10,000 subscribers of one topic (the pubsub
+         plugin) over 2 children, one 32-byte message every ms (and every
+         20 ms) published by a chat member (the plugin API): server CPU
+         per delivered message and publish-to-last-delivery latency
+         p50/p99; reference: bench/fanout (raw TCP, 2 threads) writing the
+         same bytes to as many sockets
+  h      publishes per second with one subscriber: POSTs to /pub (4
+         keep-alive connections; reference: GETs of a 32-byte file) and
+         text messages to a chat member (the plugin API's publish;
+         reference: the echo plugin, same client)
 
 Writes nothing outside /tmp, except docs/performance.md's results block
 with --write-docs.  Every process it starts has a bounded lifetime and is
@@ -52,6 +63,7 @@ REPO = os.path.dirname(BENCH)
 sys.path.insert(0, os.path.join(REPO, "t"))
 
 import harness  # noqa: E402
+import topics  # noqa: E402
 from wsraw import wait_for  # noqa: E402
 
 APACHE = harness.APACHE
@@ -61,11 +73,13 @@ WSLOAD = os.path.join(BENCH, "wsload")
 TCPECHO = os.path.join(BENCH, "tcpecho")
 CODEC = os.path.join(BENCH, "bench_codec")
 DEFMEM = os.path.join(BENCH, "deflate_memory")
+FANOUT = os.path.join(BENCH, "fanout")
+FANLOAD = os.path.join(BENCH, "fanload")
 DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "r")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "g", "h", "r")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -141,7 +155,7 @@ class Httpd(harness.Httpd):
 
     def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
                  event_threads=None, extra="", location_extra="",
-                 start_servers=None, static_file=None):
+                 docroot=False, start_servers=None):
         workers = threads_per_child * server_limit
         mpm_conf = """\
 StartServers {start}
@@ -155,14 +169,8 @@ MaxConnectionsPerChild 0
 AsyncRequestWorkerFactor 1000
 """.format(limit=server_limit, tpc=threads_per_child, workers=workers,
            start=start_servers or server_limit)
-        # static_file: (name, bytes) served from a DocumentRoot, the
-        # reference of the handshake figures (k)
         super().__init__(mpm_conf=mpm_conf, loglevel="warn", timeout=30,
-                         tmp_parent=workdir, access_log=False,
-                         docroot=None if static_file else False)
-        if static_file:
-            with open(os.path.join(self.docroot, static_file[0]), "wb") as f:
-                f.write(static_file[1])
+                         tmp_parent=workdir, access_log=False, docroot=docroot)
         self.name = name
         et = ("WebSocketEventThreads %d\n" % event_threads
               if event_threads is not None else "")
@@ -630,6 +638,198 @@ def scenario_f(args, work, abusers=2):
 def scenario_r(args, work):
     import redis_scenario
     redis_scenario.scenario_r(args, work, sys.modules[__name__])
+# ---- topics (g, h) -------------------------------------------------------------
+
+def topics_httpd(work, name):
+    """Two children (ServerLimit 2) of 25 threads, the topics' locations,
+    and a DocumentRoot (with static32.txt, h's reference)."""
+    h = Httpd(work, name, threads_per_child=25, server_limit=2, docroot=None,
+              extra=(topics.sub_location() + topics.chat_location()
+                     + topics.pub_location(extra="Require ip 127.0.0.1")))
+    with open(os.path.join(h.docroot, "static32.txt"), "w") as f:
+        f.write("x" * 31 + "\n")
+    os.chmod(os.path.join(h.docroot, "static32.txt"), 0o644)
+    return h.start(expect_children=2)
+
+
+class Fanout:
+    """bench/fanout: subscribers on sub_port, the publisher on pub_port."""
+
+    def __init__(self, threads=2, duration=600):
+        self.sub_port, self.pub_port = harness.free_port(), harness.free_port()
+        self.proc = subprocess.Popen(
+            [FANOUT, "-p", str(self.sub_port), "-q", str(self.pub_port),
+             "-T", str(threads), "--duration", str(int(duration))],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_listening(self.sub_port)
+        wait_listening(self.pub_port)
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    stop = TcpEcho.stop
+
+
+def fanload(args, timeout, watch=None):
+    """Runs fanload; returns its summary (numbers as floats).  watch(): a
+    function called every 0.2 s while it runs (to sample the server)."""
+    cmd = [FANLOAD] + [str(a) for a in args]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    try:
+        end = time.monotonic() + timeout
+        while watch and p.poll() is None and time.monotonic() < end:
+            watch()
+            time.sleep(0.2)
+        out, err = p.communicate(timeout=max(1, end - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        raise BenchError("fanload did not finish in %ss: %s"
+                         % (timeout, " ".join(cmd)))
+    lines = out.strip().splitlines()
+    if p.returncode != 0 or not lines:
+        raise BenchError("fanload exit %d: %s\n%s" % (p.returncode,
+                                                       " ".join(cmd),
+                                                       err[-2000:]))
+    if err.strip():
+        log("fanload: " + err.strip()[-500:])
+    return parse_summary(lines[-1])
+
+
+def fan_args(subs, interval_us, secs, sub, pub):
+    return ["--subs", subs, "-P", 2, "--rate", 2500, "--interval-us",
+            interval_us, "--warmup", 1, "--duration", secs, "--drain", 180,
+            "--sub", sub, "--pub", pub]
+
+
+def scenario_g(args, work):
+    subs, runs = args.subs, args.runs
+    h = topics_httpd(work, "fanout")
+    per_child = {}
+
+    def sample_spread():
+        fds = {pid: fd_count(pid) for pid in h.children()}
+        if sum(fds.values()) > sum(per_child.values()):
+            per_child.clear()
+            per_child.update(fds)
+
+    try:
+        for interval, secs in ((1000, 2), (20000, 4)):
+            raw, ws = [], []
+            for i in range(runs):
+                log("g: %d subscribers, a message every %d us, run %d/%d"
+                    % (subs, interval, i + 1, runs))
+                fo = Fanout(threads=2)
+                try:
+                    raw.append(fanload(fan_args(
+                        subs, interval, secs,
+                        "tcp://127.0.0.1:%d" % fo.sub_port,
+                        "tcp://127.0.0.1:%d" % fo.pub_port)
+                        + ["--cpu-pid", fo.pid], 400))
+                finally:
+                    fo.stop()
+                # Published by a chat member (the plugin API), which keeps
+                # the pace: a POST waits for its answer, and a saturated
+                # server answers in more than a millisecond.  The
+                # subscribers are pubsub's, of the room's topic.
+                room = "g%d-%d" % (interval, i)
+                ws.append(fanload(fan_args(
+                    subs, interval, secs, h.url("/sub/chat/" + room, "ws"),
+                    h.url("/chat/" + room, "ws"))
+                    + ["--cpu-pid", h.pid, "--cpu-children"], 400,
+                    watch=sample_spread if not per_child else None))
+            report_fanout(subs, interval, raw, ws)
+        figure("g.spread", "sockets per child (open fds) with %d subscribers"
+               % subs, "%s" % sorted(per_child.values()), command="--only g")
+    finally:
+        h.stop()
+
+
+def report_fanout(subs, interval, raw, ws):
+    tag = "%dms" % (interval // 1000)
+    every = "a 32 B message every %d ms" % (interval // 1000)
+    for rs, name in ((raw, "raw"), (ws, "ws")):
+        bad = [r for r in rs if r.get("incomplete", 1) or r.get("closed", 1)
+               or r.get("opened", 0) < subs]
+        if bad:
+            log("g: %s runs with subscribers missing messages or closed: %s"
+                % (name, [(r.get("opened"), r.get("incomplete"),
+                           r.get("closed")) for r in bad]))
+    us, raw_us = (median(ws, "server_us_per_delivery"),
+                  median(raw, "server_us_per_delivery"))
+    figure("g.cpu.%s" % tag, "%d subscribers over 2 children, %s: server "
+           "CPU per delivered message" % (subs, every), "%.3f us" % us,
+           "raw fan-out %.3f us" % raw_us, us / raw_us,
+           "<= 1.3x" if interval == 1000 else None,
+           us / raw_us <= 1.3 if interval == 1000 else None,
+           "ws %s raw %s" % (spread(ws, "server_us_per_delivery"),
+                             spread(raw, "server_us_per_delivery")),
+           "--only g")
+    for key in ("p50_us", "p99_us"):
+        v, ref = median(ws, key), median(raw, key)
+        figure("g.%s.%s" % (key[:3], tag), "%s, publish to last delivery %s"
+               % (every, key[:3]), "%.1f ms" % (v / 1e3),
+               "raw fan-out %.1f ms" % (ref / 1e3), v / ref if ref else None,
+               runs="ws %s raw %s" % (spread(ws, key, "%.0f"),
+                                      spread(raw, key, "%.0f")),
+               command="--only g")
+    v, ref = median(ws, "pub_per_s"), median(raw, "pub_per_s")
+    figure("g.rate.%s" % tag, "%s: messages published per second" % every,
+           "%.0f" % v, "raw fan-out %.0f" % ref, v / ref,
+           runs="deliveries/s ws %s raw %s" % (
+               spread(ws, "deliveries_per_s", "%.0f"),
+               spread(raw, "deliveries_per_s", "%.0f")), command="--only g")
+
+
+def scenario_h(args, work):
+    secs, runs = args.secs, args.runs
+    h = topics_httpd(work, "publishes")
+    try:
+        res = {k: [] for k in ("pub", "static", "chat", "echo")}
+        for i in range(runs):
+            log("h: run %d/%d" % (i + 1, runs))
+            common = ["--interval-us", 0, "--warmup", 1, "--duration", secs,
+                      "-P", 1, "--cpu-pid", h.pid, "--cpu-children"]
+            res["pub"].append(fanload(common + [
+                "--subs", 1, "--conns", 4, "--sub", h.url("/sub/h%d" % i, "ws"),
+                "--pub", h.url("/pub/h%d" % i)], secs + 60))
+            res["static"].append(fanload(common + [
+                "--subs", 0, "--conns", 4, "--sub", h.url("/sub/none", "ws"),
+                "--get", "--pub", h.url("/static32.txt")], secs + 60))
+            res["chat"].append(fanload(common + [
+                "--subs", 1, "--sub", h.url("/chat/h%d" % i, "ws"),
+                "--pub", h.url("/chat/h%d" % i, "ws")], secs + 60))
+            res["echo"].append(fanload(common + [
+                "--subs", 0, "--sub", h.url("/sub/none", "ws"), "--echo",
+                "--pub", h.url("/echo", "ws")], secs + 60))
+        m = {k: median(v, "pub_per_s") for k, v in res.items()}
+        figure("h.pub", "POSTs to /pub per second, 4 connections, 1 "
+               "subscriber", k(m["pub"]), "GET of a 32 B file %s"
+               % k(m["static"]), m["pub"] / m["static"],
+               runs="pub %s static %s" % (spread(res["pub"], "pub_per_s"),
+                                          spread(res["static"], "pub_per_s")),
+               command="--only h")
+        d = median(res["chat"], "deliveries_per_s")
+        e = median(res["echo"], "echoes_per_s")
+        figure("h.plugin", "messages a chat member publishes per second "
+               "(plugin API), delivered to 1 other member", k(d),
+               "echo plugin %s" % k(e), d / e,
+               runs="chat %s echo %s" % (
+                   spread(res["chat"], "deliveries_per_s"),
+                   spread(res["echo"], "echoes_per_s")), command="--only h")
+        for key, ref in (("pub", "static"), ("chat", "echo")):
+            us, ref_us = (median(res[key], "server_us_per_pub"),
+                          median(res[ref], "server_us_per_pub"))
+            figure("h.cpu.%s" % key, "server CPU per %s" % (
+                "POST to /pub" if key == "pub" else "chat message published"),
+                "%.1f us" % us, "%s %.1f us" % (ref, ref_us), us / ref_us,
+                command="--only h")
+    finally:
+        h.stop()
 
 
 # ---- docs ----------------------------------------------------------------------
@@ -677,6 +877,9 @@ def write_docs(args):
 
 def check_built(which):
     need = [WSLOAD, TCPECHO, MODULE, ECHO]
+    if "g" in which or "h" in which:
+        need += [FANOUT, FANLOAD, harness.plugin_so("pubsub"),
+                 harness.plugin_so("chat")]
     if "d" in which:
         need.append(CODEC)
     if "e" in which:
@@ -699,6 +902,8 @@ def main(argv=None):
                     help="replace the results block of docs/performance.md")
     ap.add_argument("--children", type=int, default=8,
                     help="c100k: httpd children (ServerLimit), default 8")
+    ap.add_argument("--subs", type=int, default=10000,
+                    help="g: subscribers of the topic, default 10000")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temp dir (configs, error logs)")
     args = ap.parse_args(argv)
@@ -720,6 +925,8 @@ def main(argv=None):
                  ("e", lambda: scenario_e(args, work)),
                  ("f", lambda: scenario_f(args, work)),
                  ("r", lambda: scenario_r(args, work)),
+                 ("g", lambda: scenario_g(args, work)),
+                 ("h", lambda: scenario_h(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False

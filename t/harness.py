@@ -630,6 +630,11 @@ class Httpd:
 # ---- make run ---------------------------------------------------------------
 
 def demo_conf(h):
+    # The exec plugin's system monitor, copied where httpd's user can run
+    # it.
+    sysmon = os.path.join(h.root, "sysmon.sh")
+    shutil.copy(os.path.join(REPO, "demo", "sysmon.sh"), sysmon)
+    os.chmod(sysmon, 0o755)
     return """
 <Location /echo>
     SetHandler websocket-handler
@@ -639,7 +644,28 @@ def demo_conf(h):
     SetHandler websocket-handler
     WebSocketHandler "{dumb}" dumb_increment_init
 </Location>
-""".format(echo=h.echo_so, dumb=h.dumb_so)
+# Topics: the live feed (/sub/feed, fed by curl -d ... /pub/feed) and chat.
+<Location /sub>
+    SetHandler websocket-handler
+    WebSocketHandler "{pubsub}" pubsub_init
+    WebSocketTopicHistory 100
+</Location>
+<Location /pub>
+    SetHandler websocket-publish
+    Require ip 127.0.0.1
+</Location>
+<Location /chat>
+    SetHandler websocket-handler
+    WebSocketHandler "{chat}" chat_init
+</Location>
+<Location /monitor>
+    SetHandler websocket-handler
+    WebSocketHandler "{exec_so}" exec_init
+    WebSocketParam command "{sysmon}"
+    WebSocketParam max_processes 20
+</Location>
+""".format(echo=h.echo_so, dumb=h.dumb_so, pubsub=plugin_so("pubsub"),
+           chat=plugin_so("chat"), exec_so=plugin_so("exec"), sysmon=sysmon)
 
 
 def main(argv=None):
@@ -672,9 +698,12 @@ def main(argv=None):
         except HttpdError as e:
             print(e, file=sys.stderr)
             return 1
-        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s)"
+        print("mod_websocket demo: %s  (echo: %s, dumb-increment: %s, "
+              "chat: %s, feed: %s, monitor: %s)"
               % (h.url("/"), h.url("/echo", "ws"),
-                 h.url("/dumb-increment", "ws")))
+                 h.url("/dumb-increment", "ws"), h.url("/chat/<room>", "ws"),
+                 h.url("/sub/feed", "ws"), h.url("/monitor", "ws")))
+        print("publish to the feed: curl -d 'hello' %s" % h.url("/pub/feed"))
         print("error log: %s   (Ctrl-C stops)" % h.error_log_path)
         sys.stdout.flush()
         while not stopping and h.running():

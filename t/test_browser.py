@@ -1,7 +1,9 @@
 """The demo configuration in a real browser: headless Chromium (Debian's)
 loads a page that talks to /echo and /dumb-increment as the demo page
 does, with the permessage-deflate Chromium offers, and reports what it
-saw to the server (GET /result?...), read back from the access log."""
+saw to the server (GET /result?...), read back from the access log; and
+the demo page itself, driven through the DevTools protocol (t/cdp.py) in
+two browser contexts: chat between them, the live feed fed by POSTs."""
 import os
 import shutil
 import subprocess
@@ -11,7 +13,9 @@ import urllib.parse
 
 import pytest
 
+import cdp
 import harness
+import topics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -66,3 +70,80 @@ def test_demo_endpoints_in_chromium(make_httpd):
     assert fields["close"] == "1000"
     assert fields["increment"] == "true"
     assert '"GET /echo HTTP/1.1" 101' in h.access_log()
+
+
+def demo_server(make_httpd):
+    """The demo configuration (make run's) serving demo/index.html."""
+    h = make_httpd(harness.demo_conf)
+    shutil.copy(os.path.join(harness.REPO, "demo", "index.html"), h.docroot)
+    h.start()
+    return h
+
+
+def lines(page, log):
+    return page.eval("Array.from(document.querySelectorAll('#%s .msg'))"
+                     ".map(e => e.textContent)" % log)
+
+
+def test_demo_chat_and_feed_in_two_browser_contexts(make_httpd):
+    """Two people (browser contexts) on the demo page: a line typed by one
+    appears at the other's; a POST to /pub/feed appears at both."""
+    assert os.access(cdp.CHROMIUM, os.X_OK), "chromium is not installed"
+    h = demo_server(make_httpd)
+    with cdp.Chromium() as browser:
+        alice = browser.new_context().open(h.url("/"))
+        bob = browser.new_context().open(h.url("/"))
+        for page in (alice, bob):
+            page.wait("document.getElementById('chat-state').textContent"
+                      " === 'open: lobby' && document.getElementById("
+                      "'feed-state').textContent === 'open'",
+                      "chat and feed open")
+        alice.type_into("#chat-input", "hello from alice \u00e9")
+        bob.wait("!!document.querySelector('#chat-log .theirs')",
+                 "alice's line at bob's")
+        assert lines(bob, "chat-log") == ["\u2190 hello from alice \u00e9"]
+        assert lines(alice, "chat-log") == ["\u2192 hello from alice \u00e9"]
+        bob.type_into("#chat-input", "hi alice")
+        alice.wait("!!document.querySelector('#chat-log .theirs')",
+                   "bob's line at alice's")
+        # Each line once at each end: the chat plugin never echoes.
+        assert lines(alice, "chat-log") == ["\u2192 hello from alice \u00e9",
+                                            "\u2190 hi alice"]
+        assert lines(bob, "chat-log") == ["\u2190 hello from alice \u00e9",
+                                          "\u2192 hi alice"]
+        # curl -d: a form body, which the publisher sends as binary.
+        a = topics.request(h, "POST", "/pub/feed", "breaking news",
+                           "application/x-www-form-urlencoded")
+        assert a.status == 202 and a.json["subscribers"] == 2, a
+        topics.publish(h, "feed", "more news")
+        for page in (alice, bob):
+            page.wait("document.querySelectorAll('#feed-log .msg').length"
+                      " === 2", "two feed lines")
+            assert lines(page, "feed-log") == ["breaking news", "more news"]
+    # Written when the WebSockets end (the browser is gone).
+    h.expect_log('"GET /chat/lobby HTTP/1.1" 101', which="access", count=2)
+
+
+def test_feed_catches_up_after_the_server_restarts(make_httpd):
+    """The page's client keeps the last id and resumes: a line published
+    while it cannot come back (offline, after the 1001 of a graceful
+    restart) shows once it can, from the topic's history."""
+    h = demo_server(make_httpd)
+    with cdp.Chromium() as browser:
+        page = browser.new_context().open(h.url("/"))
+        page.wait("document.getElementById('feed-state').textContent"
+                  " === 'open'", "feed open")
+        first = topics.publish(h, "feed", "one")["id"]
+        page.wait("document.querySelectorAll('#feed-log .msg').length === 1")
+        page.offline(True)
+        h.graceful()
+        page.wait("document.getElementById('feed-state').textContent"
+                  ".startsWith('closed')", "the feed saw the restart")
+        topics.publish(h, "feed", "two")
+        page.offline(False)
+        page.wait("document.querySelectorAll('#feed-log .msg').length === 2",
+                  "the line published while it was away", timeout=30)
+        assert lines(page, "feed-log") == ["one", "two"]
+    # Written when that WebSocket ends (the browser is gone).
+    h.expect_log('"GET /sub/feed?last_id=%s HTTP/1.1" 101' % first,
+                 which="access")

@@ -45,7 +45,8 @@ def example_plugins():
 def package_inputs():
     """The files the packages are made of."""
     patterns = ["Makefile", "*.c", "*.h", "mod_websocket.conf", "README",
-                "plugins/*.c", "docs/*", "debian/*", "debian/source/*"]
+                "plugins/*.c", "plugins/*/*", "docs/*", "debian/*",
+                "debian/source/*"]
     for pattern in patterns:
         for path in glob.glob(os.path.join(REPO, pattern)):
             if os.path.isfile(path):

@@ -19,7 +19,8 @@ def test_make_install_destdir(tmp_path):
                    check=True, stdout=subprocess.DEVNULL)
     libexec = str(dest) + apxs_libexecdir()
     for name in ("mod_websocket.so", "mod_websocket_echo.so",
-                 "mod_websocket_dumb_increment.so"):
+                 "mod_websocket_dumb_increment.so",
+                 "mod_websocket_pubsub.so", "mod_websocket_chat.so"):
         assert os.path.isfile(os.path.join(libexec, name)), name
     avail = dest / "etc/apache2/mods-available"
     load = (avail / "websocket.load").read_text()
@@ -62,3 +63,42 @@ def test_make_install_plugindir(tmp_path):
     conf = (dest / "etc/apache2/mods-available/websocket.conf").read_text()
     assert "%s/mod_websocket_echo.so echo_init" % plugindir in conf
     assert "/modules/mod_websocket_echo.so" not in conf
+
+
+def test_the_topics_configuration_works_as_written(tmp_path):
+    """The issue's configuration, word for word, with the plugins where
+    make install puts them (ServerRoot/modules is LIBEXECDIR)."""
+    from topics import publish, subscribe
+    from wsraw import WSClient, OP_TEXT
+    dest = tmp_path / "root"
+    subprocess.run(["make", "-s", "install", "DESTDIR=%s" % dest], cwd=REPO,
+                   check=True, stdout=subprocess.DEVNULL)
+    libexec = str(dest) + apxs_libexecdir()
+    h = harness.Httpd(load_module=False)
+    try:
+        os.symlink(libexec, os.path.join(h.root, "modules"))
+        h.write_conf("""\
+LoadModule websocket_module modules/mod_websocket.so
+<Location /sub>
+    SetHandler websocket-handler
+    WebSocketHandler modules/mod_websocket_pubsub.so pubsub_init
+</Location>
+<Location /pub>
+    SetHandler websocket-publish
+    Require ip 127.0.0.1
+</Location>
+<Location /chat>
+    SetHandler websocket-handler
+    WebSocketHandler modules/mod_websocket_chat.so chat_init
+</Location>
+""")
+        h.start()
+        with subscribe(h, "news") as c:
+            assert publish(h, "news", "as written")["subscribers"] == 1
+            assert c.recv_message() == (OP_TEXT, b"as written")
+        with WSClient(h.port, "/chat/r") as a, WSClient(h.port, "/chat/r") as b:
+            a.send_text("hi")
+            assert b.recv_message() == (OP_TEXT, b"hi")
+        h.stop()
+    finally:
+        h.cleanup()
