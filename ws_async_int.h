@@ -40,6 +40,9 @@
 /* What one connection may read, or write, in one turn of its loop before
  * the others get theirs. */
 #define LOOP_TURN_BUDGET   (256 * 1024)
+/* Cached blocks (ws_blocks.h) a new connection gets for its 101 and
+ * first reads. */
+#define ASYNC_LEND_BLOCKS  3
 
 typedef enum {
     AC_WAITING,      /* handed over, not yet adopted by its loop */

@@ -32,6 +32,7 @@
 
 #include "ws_async_int.h"
 #include "ws_async.h"
+#include "ws_blocks.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -419,6 +420,7 @@ static void first_service(async_conn *ac, apr_time_t now)
     progress(ac, now, 1);
     if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {
         ws_io_try_direct(io);
+        ws_blocks_settle(ac->c->pool);
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "WebSocket on event "
                       "loop %d, %s I/O (in: %s%s, out: %s%s)", ac->loop->index,
                       io->direct ? "direct socket" : "connection filter",
