@@ -1,18 +1,18 @@
 /*
  * ws_blocks.c - a child's cache of APR memory blocks (see ws_blocks.h).
  *
- * APR has no way to list an allocator's free blocks; asking it for a
- * block is the only way to take one, and it maps a new one when the free
- * list is empty.  A block APR just mapped is all zeros after its header,
- * while a block a pool or a bucket used holds data there: the first block
- * that looks new ends a harvest (and is kept like the others, since a
- * block is a block).
+ * APR has no way to list an allocator's free blocks: asking it for one
+ * is the only way to take one, and it maps a new block when its free
+ * list is empty.  So a sentinel goes in first: a 16 KiB block of this
+ * thread's.  APR hands out the smallest free block that fits a request
+ * (the last one freed first), so asking for 8 KiB blocks returns every 8
+ * and 12 KiB block before the sentinel, which says stop.
  */
 #include <pthread.h>
-#include <string.h>
 
 #include "httpd.h"
 #include "http_connection.h"
+#include "mpm_common.h"
 #include "apr_allocator.h"
 
 #include "ws_blocks.h"
@@ -21,8 +21,8 @@
  * and 12 KiB (a bucket of the core input filter's 8000-byte reads). */
 #define SMALL       8192
 #define LARGE       12288
-/* Bytes after the header that tell a new block from a used one. */
-#define FRESH_PROBE 64
+/* Larger than SMALL and LARGE: comes out after them. */
+#define SENTINEL    16384
 /* What every new connection borrows (ws_blocks_loan): its request's pool
  * and the first read of the core input filter come from it. */
 #define LOAN_SMALL  3
@@ -33,6 +33,12 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static apr_memnode_t *cache[2];          /* SMALL, LARGE */
 static int cached;
 
+/* Each thread's sentinel, made by and given back to sentinel_home. */
+static pthread_once_t sentinel_once = PTHREAD_ONCE_INIT;
+static pthread_key_t sentinel_key;
+static apr_allocator_t *sentinel_home;
+static __thread apr_memnode_t *my_sentinel;
+
 int ws_blocks_cached(void)
 {
     return __atomic_load_n(&cached, __ATOMIC_RELAXED);
@@ -41,14 +47,6 @@ int ws_blocks_cached(void)
 static apr_size_t block_size(const apr_memnode_t *node)
 {
     return (apr_size_t)(node->endp - (char *)node);
-}
-
-static int looks_fresh(const apr_memnode_t *node)
-{
-    static const char zeros[FRESH_PROBE];
-
-    return !memcmp((const char *)node + APR_MEMNODE_T_SIZE, zeros,
-                   FRESH_PROBE);
 }
 
 /* 1 when the cache took the block: one of its two sizes, and fewer than
@@ -103,36 +101,72 @@ static void give(apr_allocator_t *a, int small, int large)
     }
 }
 
-/* Takes up to 'limit' bytes of blocks off a's free list: the cache keeps
- * those it can (while it holds fewer than 'room' blocks), the others are
- * freed again, which gives them back to the system when a's max_free is
- * small (the caller's business).  'stop_when_full': the caller frees the
- * rest anyway (the allocator goes next). */
-static void harvest(apr_allocator_t *a, apr_size_t limit, int room,
-                    int stop_when_full)
+static void sentinel_gone(void *node)
 {
+    pthread_mutex_lock(&lock);
+    apr_allocator_free(sentinel_home, node);
+    pthread_mutex_unlock(&lock);
+}
+
+static void sentinel_setup(void)
+{
+    if (apr_allocator_create(&sentinel_home) == APR_SUCCESS) {
+        apr_allocator_max_free_set(sentinel_home, 1);
+        pthread_key_create(&sentinel_key, sentinel_gone);
+    }
+}
+
+static apr_memnode_t *sentinel(void)
+{
+    pthread_once(&sentinel_once, sentinel_setup);
+    if (!my_sentinel && sentinel_home) {
+        pthread_mutex_lock(&lock);
+        my_sentinel = apr_allocator_alloc(sentinel_home,
+                                          SENTINEL - APR_MEMNODE_T_SIZE);
+        pthread_mutex_unlock(&lock);
+        if (my_sentinel) {
+            pthread_setspecific(sentinel_key, my_sentinel);
+        }
+    }
+    return my_sentinel;
+}
+
+/* Takes the 8 and 12 KiB blocks off a's free list: the cache keeps up to
+ * 'limit' bytes of them (while it holds fewer than 'room' blocks), the
+ * others go back, and a's max_free is then 'max_free' (1 gives them to
+ * the system). */
+static void harvest(apr_allocator_t *a, apr_size_t limit, int room,
+                    apr_size_t max_free)
+{
+    apr_memnode_t *stop = sentinel(), *node, *rejects = NULL;
     apr_size_t taken = 0;
 
-    while (taken < limit) {
-        apr_memnode_t *node;
-        int fresh;
-
-        if (stop_when_full && ws_blocks_cached() >= room) {
-            return;
-        }
-        node = apr_allocator_alloc(a, SMALL - APR_MEMNODE_T_SIZE);
+    if (!stop) {
+        apr_allocator_max_free_set(a, max_free);
+        return;
+    }
+    /* While the sentinel is in, whatever is freed stays. */
+    apr_allocator_max_free_set(a, 0);
+    stop->next = NULL;
+    apr_allocator_free(a, stop);
+    while ((node = apr_allocator_alloc(a, SMALL - APR_MEMNODE_T_SIZE))
+           != stop) {
         if (!node) {
-            return;
+            my_sentinel = NULL;      /* left in a, freed with it */
+            pthread_setspecific(sentinel_key, NULL);
+            break;
         }
-        fresh = looks_fresh(node);
-        taken += block_size(node);
-        if (!keep(node, room)) {
-            node->next = NULL;
-            apr_allocator_free(a, node);
+        if (taken < limit && keep(node, room)) {
+            taken += block_size(node);
         }
-        if (fresh) {
-            return;
+        else {
+            node->next = rejects;
+            rejects = node;
         }
+    }
+    apr_allocator_max_free_set(a, max_free);
+    if (rejects) {
+        apr_allocator_free(a, rejects);
     }
 }
 
@@ -149,7 +183,9 @@ void ws_blocks_lend(apr_pool_t *pool, int n)
  * bytes as were lent, from what is free by then. */
 static apr_status_t take_back_loan(void *pool)
 {
-    harvest(apr_pool_allocator_get(pool), LOAN_BYTES, 2 * WS_BLOCKS_MAX, 1);
+    /* The MPM gave its pools' allocators ap_max_mem_free. */
+    harvest(apr_pool_allocator_get(pool), LOAN_BYTES, 2 * WS_BLOCKS_MAX,
+            ap_max_mem_free);
     return APR_SUCCESS;
 }
 
@@ -165,10 +201,7 @@ void ws_blocks_loan(apr_pool_t *pool)
 
 void ws_blocks_settle(apr_pool_t *pool)
 {
-    apr_allocator_t *a = apr_pool_allocator_get(pool);
-
-    apr_allocator_max_free_set(a, 1);
-    harvest(a, WS_BLOCKS_HANDSHAKE_FREE, WS_BLOCKS_MAX, 0);
+    harvest(apr_pool_allocator_get(pool), (apr_size_t)-1, WS_BLOCKS_MAX, 1);
 }
 
 void ws_blocks_hold(apr_pool_t *pool)
@@ -191,7 +224,6 @@ void ws_blocks_destroy_pool(apr_pool_t *pool)
     apr_allocator_owner_set(a, NULL);
     apr_allocator_max_free_set(a, 0);
     apr_pool_destroy(pool);
-    apr_allocator_max_free_set(a, 1);
     harvest(a, (apr_size_t)-1, WS_BLOCKS_MAX, 1);
     apr_allocator_destroy(a);
 }

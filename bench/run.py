@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """mod_websocket benchmarks: the `make bench` driver (docs/performance.md).
 
-    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h] [--runs 3]
+    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h,i,k] [--runs 3]
                                   [--secs 5] [--subs 10000] [--write-docs]
                                   [--keep]
 
@@ -38,6 +38,9 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
          keep-alive connections; reference: GETs of a 32-byte file) and
          text messages to a chat member (the plugin API's publish;
          reference: the echo plugin, same client)
+  i, k   timers and idle CPU at 100,000 sockets, with and without pings;
+         handshake storms against static GETs, and 10,000 clients across
+         a graceful restart (bench/scale_scenarios.py)
 
 Writes nothing outside /tmp, except docs/performance.md's results block
 with --write-docs.  Every process it starts has a bounded lifetime and is
@@ -79,7 +82,7 @@ DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "g", "h", "r")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "g", "h", "i", "k", "r")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -635,6 +638,16 @@ def scenario_f(args, work, abusers=2):
         h.stop()
 
 
+def scenario_i(args, work):
+    import scale_scenarios
+    scale_scenarios.scenario_i(args, work, sys.modules[__name__])
+
+
+def scenario_k(args, work):
+    import scale_scenarios
+    scale_scenarios.scenario_k(args, work, sys.modules[__name__])
+
+
 def scenario_r(args, work):
     import redis_scenario
     redis_scenario.scenario_r(args, work, sys.modules[__name__])
@@ -902,6 +915,8 @@ def main(argv=None):
                     help="replace the results block of docs/performance.md")
     ap.add_argument("--children", type=int, default=8,
                     help="c100k: httpd children (ServerLimit), default 8")
+    ap.add_argument("--conns-i", type=int, default=100000,
+                    help="i: idle sockets, default 100000")
     ap.add_argument("--subs", type=int, default=10000,
                     help="g: subscribers of the topic, default 10000")
     ap.add_argument("--keep", action="store_true",
@@ -927,6 +942,8 @@ def main(argv=None):
                  ("r", lambda: scenario_r(args, work)),
                  ("g", lambda: scenario_g(args, work)),
                  ("h", lambda: scenario_h(args, work)),
+                 ("k", lambda: scenario_k(args, work)),
+                 ("i", lambda: scenario_i(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False
