@@ -49,6 +49,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
 UNIT_TESTS := t/test_frame t/test_deflate t/test_handshake t/test_dispatch t/test_timer \
+              t/test_blocks \
               t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
@@ -145,6 +146,10 @@ t/test_dispatch: t/test_dispatch.c ws_dispatch.c ws_dispatch.h
 
 t/test_timer: t/test_timer.c ws_timer.c ws_timer.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_timer.c ws_timer.c
+
+t/test_blocks: t/test_blocks.c ws_blocks.c ws_blocks.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread $(APACHE_INC) -o $@ t/test_blocks.c \
+	    $(shell apr-1-config --link-ld)
 
 # The ring's tests need its test hooks (kill a writer mid-copy, publish
 # while a reader copies); t/test_ring_asan is the same under ASan+UBSan.
