@@ -172,5 +172,7 @@ void ws_async_note_handover(async_conn *ac);
 /* ws_watchdog.c */
 apr_status_t ws_watchdog_start(void);
 void ws_watchdog_stop(void);
+/* A loop began a plugin call (published in call->started). */
+void ws_watchdog_call_begun(const loop_call *call);
 
 #endif /* WS_ASYNC_INT_H */

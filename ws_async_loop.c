@@ -232,7 +232,9 @@ void ws_loop_call_begin(ws_loop *loop, async_conn *ac, const char *what)
     call->what = what;
     my_call_conn = ac;
     my_call_started = apr_time_now();
-    __atomic_store_n(&call->started, my_call_started, __ATOMIC_RELEASE);
+    /* Sequentially consistent, against the watchdog's nap. */
+    __atomic_store_n(&call->started, my_call_started, __ATOMIC_SEQ_CST);
+    ws_watchdog_call_begun(call);
 }
 
 /* 1 when the call returned on a thread that still runs the loop. */
