@@ -118,9 +118,10 @@ asan: deps
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
 APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard plugins/exec/*.c) $(wildcard t/plugins/*.c) \
-           $(wildcard t/modules/*.c)
+           $(wildcard t/modules/*.c) t/test_blocks.c
 # Sans-Apache sources are checked without the Apache include paths too.
-PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
+PLAIN_C  = ws_ring.c ws_ring_history.c $(filter-out t/test_blocks.c,$(wildcard t/*.c)) \
+           $(wildcard bench/*.c)
 warnings: deps
 	@for cc in gcc clang; do \
 	    for f in $(APACHE_C); do \
