@@ -34,6 +34,7 @@
 #include "ws_blocks.h"
 #include "ws_conn.h"
 #include "ws_handshake.h"
+#include "ws_io.h"
 #include "ws_mem.h"
 #include "ws_redis.h"
 #include "ws_publish.h"
@@ -874,6 +875,9 @@ static int shared_memory(apr_pool_t *pconf, apr_pool_t *plog,
 static void child_init(apr_pool_t *pchild, server_rec *s)
 {
     ws_shm_child_init(pchild, s);
+    /* Both engines move bytes with ws_io (and its direct mode must know
+     * mod_logio, which Debian builds into httpd). */
+    ws_io_child_init();
     ws_topic_child_init(pchild, s);
     ws_redis_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);

@@ -270,7 +270,6 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
         || threads <= 0) {
         return;
     }
-    ws_io_child_init();
     ws_dispatch_init(dispatch_threads);
     ws_loops = apr_pcalloc(pchild, sizeof(*ws_loops) * (apr_size_t)threads);
     ws_loop_threads = apr_pcalloc(pchild, sizeof(pthread_t) * (apr_size_t)threads);

@@ -78,6 +78,9 @@ struct async_conn {
      * message, it keeps the connection busy until handed back. */
     int foreign_call;
     int fresh;                       /* loop thread: adopted, not yet served */
+    int unread_waits;                /* loop thread: the peer sent data while
+                                        nothing was read: stop watching for
+                                        its departure until reading resumes */
     int disconnect_dispatched;       /* loop thread: on_disconnect is queued
                                         for a dispatch thread */
     ws_timer timer;                  /* loop thread: next deadline */

@@ -33,6 +33,7 @@
 #include "ws_async_int.h"
 #include "ws_async.h"
 #include "ws_blocks.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -268,6 +269,8 @@ int ws_async_conn_busy(async_conn *ac)
 static void read_in(async_conn *ac, int *more)
 {
     ws_loop *loop = ac->loop;
+
+    ac->unread_waits = 0;
     apr_status_t rv = ws_io_read(&ac->io, loop->scratch, LOOP_READ_SIZE,
                                  LOOP_TURN_BUDGET, more);
 
@@ -292,6 +295,33 @@ static void resume_input(async_conn *ac, int *more)
     }
 }
 
+/* While nothing is read from a connection, its socket is still watched
+ * (direct mode), so that a client that leaves is noticed: a plugin that
+ * paused its input forever (the exec plugin waiting for its program)
+ * would otherwise keep it, and what it holds, until a timeout. */
+static int departure_watched(async_conn *ac)
+{
+    return ac->io.direct && !ac->unread_waits && !ac->wc->peer_closed;
+}
+
+static void watch_departure(async_conn *ac)
+{
+    if (!departure_watched(ac)) {
+        return;
+    }
+    switch (ws_io_peek_peer(&ac->io)) {
+    case WS_IO_PEER_GONE:
+        ws_conn_abort(ac->wc, APR_EOF, "peer closed the TCP connection while "
+                      "its input was paused");
+        break;
+    case WS_IO_PEER_DATA_WAITS:
+        ac->unread_waits = 1;         /* read when the pause ends */
+        break;
+    default:
+        break;
+    }
+}
+
 /*
  * Does what the connection needs now: read (when the socket said so, or
  * input waits), write, end it, or decide what to wait for.
@@ -301,10 +331,14 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     ws_loop *loop = ac->loop;
     ws_conn *wc = ac->wc;
     int busy = conn_is_busy(ac);
-    int more = 0, pending;
+    int more = 0, pending, reading;
     apr_status_t rv;
     apr_int16_t want;
 
+    if (readable && !wc->peer_closed
+        && (busy || wc->paused || ws_conn_input_paused(wc))) {
+        watch_departure(ac);
+    }
     if (!busy && !wc->finished && !wc->peer_closed
         && !ws_conn_input_paused(wc)) {
         loop->servicing = ac;
@@ -341,9 +375,13 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     /* Nothing to watch (the peer's Close read while a plugin call runs
      * elsewhere) is fine: the end of that call or a timer brings the
      * connection back. */
+    reading = !(wc->peer_closed || wc->paused || busy
+                || ws_conn_input_paused(wc));
+    if (!reading && !busy && !ac->io.direct && !ac->fresh) {
+        ws_io_try_direct(&ac->io);    /* its departure can then be watched */
+    }
     want = rv != APR_SUCCESS ? 0
-         : (wc->peer_closed || wc->paused || busy || ws_conn_input_paused(wc)
-            ? 0 : APR_POLLIN)
+         : (reading || departure_watched(ac) ? APR_POLLIN : 0)
            | (pending ? APR_POLLOUT : 0);
     if (ws_loop_poll_events(ac, want) != APR_SUCCESS) {
         ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
@@ -768,7 +806,7 @@ static loop_start *start_thread(ws_loop *loop, pthread_t *thread)
     start->loop = loop;
     pthread_mutex_init(&start->lock, NULL);
     pthread_cond_init(&start->cond, NULL);
-    if (pthread_create(thread, NULL, ws_loop_main, start) != 0) {
+    if (ws_thread_create(thread, ws_loop_main, start) != 0) {
         free_start(start);
         return NULL;
     }

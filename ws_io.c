@@ -2,8 +2,10 @@
  * ws_io.c - a WebSocket's non-blocking I/O, through the filters or on the
  * socket (see ws_io.h).
  */
+#include <errno.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include "httpd.h"
@@ -45,7 +47,7 @@ apr_status_t ws_io_init(ws_io *io, ws_conn *wc, apr_pool_t *p)
  * connection filter; mod_logio's input counter is fine, its counts are
  * kept by hand): reading and writing the socket directly is then exactly
  * what the filters would do. */
-static int core_filters_only(conn_rec *c)
+static ap_filter_t *below_logio(conn_rec *c)
 {
     ap_filter_t *in = c->input_filters;
 
@@ -53,10 +55,33 @@ static int core_filters_only(conn_rec *c)
                                                 "log_input_output")) {
         in = in->next;
     }
+    return in;
+}
+
+static int core_filters_only(conn_rec *c)
+{
+    ap_filter_t *in = below_logio(c);
+
     return in && c->output_filters
            && in->frec == ap_core_input_filter_handle && !in->next
            && c->output_filters->frec == ap_core_output_filter_handle
            && !c->output_filters->next;
+}
+
+/* A reader paused in the middle of what the core input filter had does
+ * not know whether it holds more: a speculative read of one byte says,
+ * and leaves it in place.  Below mod_logio, which would count it. */
+static void check_filters_drained(ws_io *io)
+{
+    apr_status_t rv;
+
+    rv = ap_get_brigade(below_logio(io->c), io->in, AP_MODE_SPECULATIVE,
+                        APR_NONBLOCK_READ, 1);
+    if (APR_STATUS_IS_EAGAIN(rv)
+        || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(io->in))) {
+        io->filters_drained = 1;
+    }
+    apr_brigade_cleanup(io->in);
 }
 
 int ws_io_try_direct(ws_io *io)
@@ -70,8 +95,14 @@ int ws_io_try_direct(ws_io *io)
         apr_socket_timeout_set(ap_get_conn_socket(c), 0);
     }
     if (io->direct || c->master || !core_filters_only(c)
-        || !io->filters_drained || c->data_in_output_filters) {
+        || c->data_in_output_filters) {
         return io->direct;
+    }
+    if (!io->filters_drained) {
+        check_filters_drained(io);
+        if (!io->filters_drained) {
+            return 0;
+        }
     }
     io->direct = 1;
     io->sock = ap_get_conn_socket(c);
@@ -346,6 +377,27 @@ int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
     }
     return apr_socket_send(io->sock, (const char *)frame, &n) == APR_SUCCESS
            && n == len;
+}
+
+ws_io_peer_state ws_io_peek_peer(ws_io *io)
+{
+    apr_os_sock_t fd;
+    char byte;
+    ssize_t n;
+
+    if (!io->direct || apr_os_sock_get(&fd, io->sock) != APR_SUCCESS) {
+        return WS_IO_PEER_UNKNOWN;
+    }
+    do {
+        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        return WS_IO_PEER_DATA_WAITS;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        return WS_IO_PEER_UNKNOWN;
+    }
+    return WS_IO_PEER_GONE;
 }
 
 int ws_io_output_pending(const ws_io *io)

@@ -59,6 +59,20 @@ apr_status_t ws_io_read(ws_io *io, uint8_t *scratch, apr_size_t size,
  * connection takes no more without blocking. */
 apr_status_t ws_io_write(ws_io *io, apr_size_t budget);
 
+/* While nothing is read from the connection (its plugin paused its
+ * input, or a message is with the plugin on another thread), a peek at
+ * the socket after it showed readable: the peer has gone (FIN or reset,
+ * nothing left unread), or sent data that waits for the pause to end.
+ * Only in direct mode; in filter mode (TLS) bytes on the socket say
+ * nothing about the peer: always WS_IO_PEER_UNKNOWN. */
+typedef enum {
+    WS_IO_PEER_UNKNOWN,
+    WS_IO_PEER_GONE,
+    WS_IO_PEER_DATA_WAITS
+} ws_io_peer_state;
+
+ws_io_peer_state ws_io_peek_peer(ws_io *io);
+
 /* Whether output waits for the connection to become writable. */
 int ws_io_output_pending(const ws_io *io);
 

@@ -24,6 +24,7 @@
 
 #include "ws_conn.h"
 #include "ws_io.h"
+#include "ws_thread.h"
 #include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
@@ -41,6 +42,12 @@ typedef struct sync_loop {
     ws_io io;
     uint8_t *scratch;
     int going_away;              /* 1001 queued because httpd stops */
+    int unread_waits;            /* the peer sent data while input was
+                                    paused: stop watching for its
+                                    departure until reading resumes */
+    int holding_signals;         /* prefork: stop signals held back while
+                                    plugin code runs (ws_thread.c) */
+    sigset_t saved_mask;
 } sync_loop;
 
 static void sync_wake(ws_conn *wc)
@@ -116,11 +123,80 @@ static apr_status_t setup_loop(ws_conn *wc, sync_loop *loop)
     return watch(loop, APR_POLLIN);
 }
 
+/* A paused connection's socket stays watched (direct mode), so that a
+ * client that leaves is noticed (ws_async_loop.c says why). */
+static int departure_watched(const sync_loop *loop)
+{
+    return loop->io.direct && !loop->unread_waits
+           && !loop->io.wc->peer_closed;
+}
+
+static apr_status_t peer_departure(sync_loop *loop)
+{
+    switch (ws_io_peek_peer(&loop->io)) {
+    case WS_IO_PEER_GONE:
+        return APR_EOF;
+    case WS_IO_PEER_DATA_WAITS:
+        loop->unread_waits = 1;
+        return APR_SUCCESS;
+    default:
+        return APR_SUCCESS;
+    }
+}
+
+/* A prefork child's only thread serves this connection: it holds the stop
+ * signals back while plugin code may run (threads a plugin starts then
+ * inherit the block, and never run httpd's handlers), and lets them
+ * through while it waits on the network. */
+static int single_threaded_child(void)
+{
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    return threaded == AP_MPMQ_NOT_SUPPORTED;
+}
+
+static void open_to_signals(sync_loop *loop, int open)
+{
+    if (!loop->holding_signals) {
+        return;
+    }
+    if (open) {
+        ws_signals_release(&loop->saved_mask);
+    }
+    else {
+        ws_signals_hold(&loop->saved_mask);
+    }
+}
+
+static apr_status_t stop_holding_signals(void *data)
+{
+    sync_loop *loop = data;
+
+    if (loop->holding_signals) {
+        ws_signals_release(&loop->saved_mask);
+        loop->holding_signals = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t sync_poll(sync_loop *loop, apr_interval_time_t timeout,
+                              apr_int32_t *n, const apr_pollfd_t **ready)
+{
+    apr_status_t rv;
+
+    open_to_signals(loop, 1);
+    rv = apr_pollset_poll(loop->pollset, timeout, n, ready);
+    open_to_signals(loop, 0);
+    return rv;
+}
+
 static int sync_run(ws_conn *wc)
 {
     sync_loop *loop = wc->engine_data;
     ws_io *io = &loop->io;
     apr_status_t rv;
+    int readable = 0;
 
     ws_conn_open(wc);
     for (;;) {
@@ -135,15 +211,19 @@ static int sync_run(ws_conn *wc)
             rv = ws_conn_resume(wc, loop->scratch, WS_SYNC_READ_SIZE);
         }
         if (rv == APR_SUCCESS && !ws_conn_input_paused(wc)) {
+            loop->unread_waits = 0;
             rv = ws_io_read(io, loop->scratch, WS_SYNC_READ_SIZE,
                             (apr_size_t)-1, &more);
+        }
+        else if (rv == APR_SUCCESS && readable && departure_watched(loop)) {
+            rv = peer_departure(loop);
         }
         if (rv != APR_SUCCESS) {
             ws_conn_abort(wc, rv, rv == APR_EOF ? "peer closed the TCP connection"
                                                 : "read failed");
         }
-        else if (!ws_conn_input_paused(wc)) {
-            ws_io_try_direct(io);
+        else {
+            ws_io_try_direct(io);      /* paused too: its departure is watched */
         }
         if ((rv = ws_io_write(io, 0)) != APR_SUCCESS) {
             ws_conn_abort(wc, rv, "write failed");
@@ -162,13 +242,18 @@ static int sync_run(ws_conn *wc)
             ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "server shutting down");
             continue;
         }
-        want = (wc->peer_closed || ws_conn_input_paused(wc) ? 0 : APR_POLLIN)
+        want = (wc->peer_closed || (ws_conn_input_paused(wc)
+                                    && !departure_watched(loop))
+                ? 0 : APR_POLLIN)
              | (loop->can_pollout && ws_io_output_pending(io) ? APR_POLLOUT : 0);
         if (watch(loop, want) != APR_SUCCESS) {
             ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
             break;
         }
-        rv = apr_pollset_poll(loop->pollset, poll_timeout(wc, now), &n, &ready);
+        rv = sync_poll(loop, poll_timeout(wc, now), &n, &ready);
+        readable = rv == APR_SUCCESS && n > 0
+                   && (ready[0].rtnevents & (APR_POLLIN | APR_POLLHUP
+                                             | APR_POLLERR));
         if (rv != APR_SUCCESS && !APR_STATUS_IS_TIMEUP(rv)
             && !APR_STATUS_IS_EINTR(rv)) {
             ws_conn_abort(wc, rv, "poll failed");
@@ -177,6 +262,7 @@ static int sync_run(ws_conn *wc)
     }
     ws_io_discard(io, 0);
     ws_conn_finish(wc);
+    stop_holding_signals(loop);
     return DONE;
 }
 
@@ -195,23 +281,29 @@ static void end_at_hard_stop(ws_conn *wc)
     sync_loop *loop = wc->engine_data;
     uint8_t frame[WS_MAX_HEADER_SIZE + WS_MAX_CONTROL_SIZE];
     size_t plen, hlen;
-    int finished;
+    int finished, closing;
 
     if (wc->engine != &ws_engine_sync || !loop
         || apr_thread_mutex_trylock(wc->lock) != APR_SUCCESS) {
         return;
     }
-    finished = wc->finished || wc->close_queued;
+    finished = wc->finished;
+    closing = wc->close_queued;
     apr_thread_mutex_unlock(wc->lock);
     if (finished) {
         return;
     }
-    plen = ws_close_payload(frame + 4, WS_CLOSE_GOING_AWAY,
-                            "server shutting down", 20);
-    hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
-    if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
-                      "Close 1001 could be sent");
+    /* A connection already closing has sent its Close (or is sending it):
+     * no second one, but its plugin must still hear the end. */
+    if (!closing) {
+        /* The payload right after the 2-byte header of a control frame. */
+        plen = ws_close_payload(frame + 2, WS_CLOSE_GOING_AWAY,
+                                "server shutting down", 20);
+        hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
+        if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
+                          "Close 1001 could be sent");
+        }
     }
     ws_conn_abort(wc, APR_SUCCESS, "server stopped");
     ws_conn_finish(wc);
@@ -241,6 +333,12 @@ static apr_status_t sync_attach(ws_conn *wc)
 
     if (rv == APR_SUCCESS) {
         wc->engine_data = loop;
+        if (single_threaded_child()) {
+            ws_signals_hold(&loop->saved_mask);
+            loop->holding_signals = 1;
+            apr_pool_cleanup_register(wc->r->pool, loop, stop_holding_signals,
+                                      apr_pool_cleanup_null);
+        }
     }
     return rv;
 }

@@ -386,3 +386,45 @@ def test_plugin_threads_calls_race_the_end(v2srv):
     log_line(v2srv, r"^v2 paused race$", mark)
     c.abort()
     log_line(v2srv, r"^v2 disconnect race$", mark, timeout=5)
+
+
+# ---- a paused client that leaves ------------------------------------------------
+
+def paused_conf(h):
+    return ws_location("/v2", V2, "v2probe_init", "    WebSocketCompression Off\n")
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_a_paused_client_that_leaves_is_noticed(make_httpd, mpm):
+    """While its input is paused the socket is still watched: a client
+    that closes its TCP connection (FIN) ends the WebSocket at once
+    (1006), instead of when the plugin resumes (30 s here)."""
+    h = make_httpd(paused_conf, mpm=mpm, loglevel="warn websocket:debug")
+    h.start()
+    mark = h.mark()
+    c = conn(h, "gone-%s" % mpm)
+    c.send_text("pause:30000")
+    log_line(h, r"^v2 paused gone-%s$" % mpm, mark)
+    c.close()                                    # FIN, nothing unread
+    m = log_line(h, r"^v2 close gone-%s code=(\d+)" % mpm, mark, timeout=3)
+    assert m.group(1) == "1006"
+    log_line(h, r"^v2 disconnect gone-%s$" % mpm, mark, timeout=3)
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_a_paused_client_that_left_data_is_heard_after_the_pause(make_httpd,
+                                                                 mpm):
+    """What the client sent before it left is still read when the pause
+    ends, in order; only then does the connection end."""
+    h = make_httpd(paused_conf, mpm=mpm, loglevel="warn websocket:debug")
+    h.start()
+    mark = h.mark()
+    c = conn(h, "left-%s" % mpm)
+    c.send_text("pause:1500")
+    log_line(h, r"^v2 paused left-%s$" % mpm, mark)
+    c.send_text("m0")
+    c.close()
+    log_line(h, r"^v2 close left-%s code=(\d+)" % mpm, mark, timeout=6)
+    text = h.since(mark, "test")
+    assert text.index("v2 resume left-%s" % mpm) \
+        < text.index("v2 close left-%s" % mpm), text

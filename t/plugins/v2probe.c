@@ -43,6 +43,9 @@ typedef struct conn {
     pthread_t resumer;
     int resuming;
     long pause_ms;
+    pthread_mutex_t lock;            /* guards gone, for the resumer */
+    pthread_cond_t gone_cond;
+    int gone;                        /* on_disconnect came: stop waiting */
 } conn;
 
 static const char *or_null(const char *s)
@@ -59,6 +62,8 @@ static void *CALLBACK v2_on_connect(const WebSocketServer *server)
         return NULL;
     }
     c->server = server;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->gone_cond, NULL);
     snprintf(c->id, sizeof(c->id), "%s", id ? id : "-");
     if (server->protocol_count(server) > 0) {
         server->protocol_set(server, server->protocol_index(server, 0));
@@ -82,12 +87,26 @@ static void send_text(const WebSocketServer *server, const char *text)
 static void *resume_later(void *arg)
 {
     conn *c = arg;
-    struct timespec ts;
+    struct timespec until;
+    int gone;
 
-    ts.tv_sec = c->pause_ms / 1000;
-    ts.tv_nsec = (c->pause_ms % 1000) * 1000000L;
-    nanosleep(&ts, NULL);
-    logf_("v2 resume %s", c->id);
+    /* Waits out the pause, or less if the connection ends first (its
+     * on_disconnect wakes and joins this thread). */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += c->pause_ms / 1000;
+    until.tv_nsec += (c->pause_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&c->lock);
+    while (!c->gone
+           && pthread_cond_timedwait(&c->gone_cond, &c->lock, &until) == 0) {
+    }
+    gone = c->gone;
+    pthread_mutex_unlock(&c->lock);
+    /* After the end too: such a late call must be refused harmlessly. */
+    logf_("v2 resume%s %s", gone ? " early" : "", c->id);
     c->server->pause_input(c->server, 0);
     return NULL;
 }
@@ -293,9 +312,15 @@ static void CALLBACK v2_on_disconnect(void *priv, const WebSocketServer *server)
     conn *c = priv;
 
     (void)server;
+    pthread_mutex_lock(&c->lock);
+    c->gone = 1;
+    pthread_cond_signal(&c->gone_cond);
+    pthread_mutex_unlock(&c->lock);
     if (c->resuming) {
         pthread_join(c->resumer, NULL);
     }
+    pthread_cond_destroy(&c->gone_cond);
+    pthread_mutex_destroy(&c->lock);
     logf_("v2 disconnect %s", c->id);
     free(c);
 }
