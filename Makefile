@@ -40,10 +40,11 @@ MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
               ws_redis_interest.c ws_stats.c ws_limits.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
               ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c ws_thread.c \
-              ws_frame.c $(DEFLATE_SRC) ws_handshake.c
+              ws_blocks.c ws_frame.c $(DEFLATE_SRC) ws_handshake.c
 MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
               ws_redis.h ws_redis_int.h ws_stats.h ws_limits.h \
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h ws_thread.h \
+              ws_blocks.h \
               ws_frame.h $(DEFLATE_HDR) ws_handshake.h websocket_plugin.h ws_directives.h \
               ws_version.h
 PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
@@ -54,7 +55,7 @@ TEST_PLUGIN_SO := $(TEST_PLUGINS:%=t/plugins/.libs/%.so)
 TEST_MODULES   := $(patsubst t/modules/%.c,%,$(wildcard t/modules/*.c))
 TEST_MODULE_SO := $(TEST_MODULES:%=t/modules/.libs/%.so)
 UNIT_TESTS := t/test_frame t/test_deflate t/test_deflate_negotiate t/test_deflate_fast t/test_handshake \
-              t/test_dispatch t/test_timer t/test_ring
+              t/test_dispatch t/test_timer t/test_blocks t/test_ring
 
 # Extra compiler/linker flags for apxs (the ASan build sets them).
 SAN_CFLAGS  ?=
@@ -122,9 +123,10 @@ asan: deps
 APACHE_INC = -I$(shell $(APXS) -q INCLUDEDIR) $(shell apr-1-config --cppflags --includes) \
              $(shell apu-1-config --includes)
 APACHE_C = $(MODULE_SRC) $(wildcard plugins/*.c) $(wildcard plugins/exec/*.c) $(wildcard t/plugins/*.c) \
-           $(wildcard t/modules/*.c)
+           $(wildcard t/modules/*.c) t/test_blocks.c
 # Sans-Apache sources are checked without the Apache include paths too.
-PLAIN_C  = ws_ring.c ws_ring_history.c $(wildcard t/*.c) $(wildcard bench/*.c)
+PLAIN_C  = ws_ring.c ws_ring_history.c $(filter-out t/test_blocks.c,$(wildcard t/*.c)) \
+           $(wildcard bench/*.c)
 warnings: deps
 	@for cc in gcc clang; do \
 	    for f in $(APACHE_C); do \
@@ -158,6 +160,10 @@ t/test_dispatch: t/test_dispatch.c ws_dispatch.c ws_dispatch.h ws_thread.c ws_th
 
 t/test_timer: t/test_timer.c ws_timer.c ws_timer.h
 	$(CC) $(CSTD) $(WARN) -O2 -g -o $@ t/test_timer.c ws_timer.c
+
+t/test_blocks: t/test_blocks.c ws_blocks.c ws_blocks.h
+	$(CC) $(CSTD) $(WARN) -O2 -g -pthread $(APACHE_INC) -o $@ t/test_blocks.c \
+	    $(shell apr-1-config --link-ld)
 
 # The ring's tests need its test hooks (kill a writer mid-copy, publish
 # while a reader copies); t/test_ring_asan is the same under ASan+UBSan.

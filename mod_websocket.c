@@ -31,6 +31,7 @@
 #include "apr_strings.h"
 
 #include "ws_async.h"
+#include "ws_blocks.h"
 #include "ws_conn.h"
 #include "ws_handshake.h"
 #include "ws_io.h"
@@ -953,6 +954,7 @@ static void register_hooks(apr_pool_t *p)
 {
     (void)p;
     ap_hook_handler(ws_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ws_blocks_register_hooks();
     ap_hook_fixups(not_a_directory, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(ws_publish_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_post_config(log_version, NULL, NULL, APR_HOOK_MIDDLE);

@@ -32,6 +32,7 @@
 
 #include "ws_async.h"
 #include "ws_async_int.h"
+#include "ws_blocks.h"
 #include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
@@ -119,11 +120,11 @@ static apr_status_t async_attach(ws_conn *wc)
     ac->wc = wc;
     ac->c = c;
     ac->phase = AC_WAITING;
-    /* A WebSocket lives long and allocates little from its pools after
-     * the handshake (direct I/O uses the loop's buffer): blocks it frees
-     * from now on (the 101's buffer, filter buffers) go back to malloc,
-     * for other connections, instead of idling on its own free list. */
-    apr_allocator_max_free_set(apr_pool_allocator_get(c->pool), 1);
+    /* Blocks of WebSockets that ended, for the 101 and the first reads;
+     * once the handshake is over, the loop gives back what the
+     * connection does not hold (ws_blocks_settle): a WebSocket lives long
+     * and allocates little from its pools after it. */
+    ws_blocks_lend(c->pool, ASYNC_LEND_BLOCKS);
     ac->loop = &ws_loops[apr_atomic_inc32(&next_loop)
                          % (apr_uint32_t)ws_loop_count];
     ws_io_init(&ac->io, wc, c->pool);

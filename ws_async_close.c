@@ -30,6 +30,7 @@
 #include "scoreboard.h"
 
 #include "ws_async_int.h"
+#include "ws_blocks.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -88,7 +89,7 @@ void ws_async_destroy_dead(ws_loop *loop)
         }
         if (worker_has_left(ac, now)) {
             APR_RING_REMOVE(ac, link);
-            apr_pool_destroy(ac->c->pool);
+            ws_blocks_destroy_pool(ac->c->pool);
         }
     }
 }
@@ -147,8 +148,10 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
     ws_io_discard(&ac->io, 0);
     ac->wc = NULL;
 
-    /* Writes the access log line (EOR bucket) and frees r->pool. */
+    /* Writes the access log line (EOR bucket) and frees r->pool, whose
+     * blocks wait for the connection's pool to go to the cache. */
     ws_stats_log_notes(wc);
+    ws_blocks_hold(c->pool);
     ap_process_request_after_handler(wc->r);
     /* That set a state for the MPM's next step; the connection is still
      * ours, and the MPM counts it as suspended until its pool goes. */

@@ -40,6 +40,9 @@
 /* What one connection may read, or write, in one turn of its loop before
  * the others get theirs. */
 #define LOOP_TURN_BUDGET   (256 * 1024)
+/* Cached blocks (ws_blocks.h) a new connection gets for its 101 and
+ * first reads. */
+#define ASYNC_LEND_BLOCKS  3
 
 typedef enum {
     AC_WAITING,      /* handed over, not yet adopted by its loop */
@@ -175,5 +178,7 @@ void ws_async_note_handover(async_conn *ac);
 /* ws_watchdog.c */
 apr_status_t ws_watchdog_start(void);
 void ws_watchdog_stop(void);
+/* A loop began a plugin call (published in call->started). */
+void ws_watchdog_call_begun(const loop_call *call);
 
 #endif /* WS_ASYNC_INT_H */

@@ -32,6 +32,7 @@
 
 #include "ws_async_int.h"
 #include "ws_async.h"
+#include "ws_blocks.h"
 #include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
@@ -235,9 +236,11 @@ void ws_loop_call_begin(ws_loop *loop, async_conn *ac, const char *what)
     call->conn = ac;
     call->what = what;
     my_call_conn = ac;
-    /* Coarse (ws_conn.h): the watchdog allows for its lag. */
+    /* Coarse (ws_conn.h): the watchdog allows for its lag.  Sequentially
+     * consistent, against the watchdog's nap. */
     my_call_started = ws_coarse_now();
-    __atomic_store_n(&call->started, my_call_started, __ATOMIC_RELEASE);
+    __atomic_store_n(&call->started, my_call_started, __ATOMIC_SEQ_CST);
+    ws_watchdog_call_begun(call);
 }
 
 /* 1 when the call returned on a thread that still runs the loop. */
@@ -463,6 +466,7 @@ static void first_service(async_conn *ac, apr_time_t now)
     progress(ac, now, 1);
     if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {
         ws_io_try_direct(io);
+        ws_blocks_settle(ac->c->pool);
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "WebSocket on event "
                       "loop %d, %s I/O (in: %s%s, out: %s%s)", ac->loop->index,
                       io->direct ? "direct socket" : "connection filter",

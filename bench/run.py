@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """mod_websocket benchmarks: the `make bench` driver (docs/performance.md).
 
-    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h,r,s] [--runs 3]
+    /usr/bin/python3 bench/run.py [--only a,b,c,c100k,d,e,f,g,h,i,k,r,s] [--runs 3]
                                   [--secs 5] [--subs 10000] [--write-docs]
                                   [--baseline DIR] [--keep]
 
@@ -42,6 +42,9 @@ per figure: value, reference, ratio, target, PASS/MISS/INFO.
          server CPU us/msg with mod_status loaded (the counters on) and
          without (off), two httpds loaded in turn in the same run
          (bench/status_scenario.py)
+  i, k   timers and idle CPU at 100,000 sockets, with and without pings;
+         handshake storms against static GETs, and 10,000 clients across
+         a graceful restart (bench/scale_scenarios.py)
 
 Writes nothing outside /tmp, except docs/performance.md's results block
 with --write-docs.  Every process it starts has a bounded lifetime and is
@@ -83,7 +86,7 @@ DOC = os.path.join(REPO, "docs", "performance.md")
 DOC_BEGIN = "<!-- bench/run.py results: begin -->"
 DOC_END = "<!-- bench/run.py results: end -->"
 
-SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "g", "h", "r", "s")
+SCENARIOS = ("a", "b", "c", "c100k", "d", "e", "f", "g", "h", "i", "k", "r", "s")
 
 # Every figure of the run, for the summary and --write-docs.
 FIGURES = []
@@ -159,13 +162,13 @@ class Httpd(harness.Httpd):
 
     def __init__(self, workdir, name, threads_per_child=25, server_limit=1,
                  event_threads=None, extra="", location_extra="",
-                 docroot=False, build_dir=None):
+                 docroot=False, build_dir=None, start_servers=None):
         # build_dir: the module and echo plugin of another build tree (an
         # older commit built with `make build`), for --baseline.
         self.build_dir = build_dir
         workers = threads_per_child * server_limit
         mpm_conf = """\
-StartServers {limit}
+StartServers {start}
 ServerLimit {limit}
 ThreadLimit {tpc}
 ThreadsPerChild {tpc}
@@ -174,7 +177,8 @@ MinSpareThreads 1
 MaxSpareThreads {workers}
 MaxConnectionsPerChild 0
 AsyncRequestWorkerFactor 1000
-""".format(limit=server_limit, tpc=threads_per_child, workers=workers)
+""".format(limit=server_limit, tpc=threads_per_child, workers=workers,
+           start=start_servers or server_limit)
         super().__init__(mpm_conf=mpm_conf, loglevel="warn", timeout=30,
                          tmp_parent=workdir, access_log=False, docroot=docroot)
         self.name = name
@@ -677,6 +681,16 @@ def scenario_f(args, work, abusers=2):
         h.stop()
 
 
+def scenario_i(args, work):
+    import scale_scenarios
+    scale_scenarios.scenario_i(args, work, sys.modules[__name__])
+
+
+def scenario_k(args, work):
+    import scale_scenarios
+    scale_scenarios.scenario_k(args, work, sys.modules[__name__])
+
+
 def scenario_r(args, work):
     import redis_scenario
     redis_scenario.scenario_r(args, work, sys.modules[__name__])
@@ -951,6 +965,8 @@ def main(argv=None):
                     help="replace the results block of docs/performance.md")
     ap.add_argument("--children", type=int, default=8,
                     help="c100k: httpd children (ServerLimit), default 8")
+    ap.add_argument("--conns-i", type=int, default=100000,
+                    help="i: idle sockets, default 100000")
     ap.add_argument("--subs", type=int, default=10000,
                     help="g: subscribers of the topic, default 10000")
     ap.add_argument("--baseline", metavar="DIR",
@@ -981,6 +997,8 @@ def main(argv=None):
                  ("s", lambda: scenario_s(args, work)),
                  ("g", lambda: scenario_g(args, work)),
                  ("h", lambda: scenario_h(args, work)),
+                 ("k", lambda: scenario_k(args, work)),
+                 ("i", lambda: scenario_i(args, work)),
                  ("c", lambda: scenario_c(args, work)),
                  ("c100k", lambda: scenario_c100k(args, work))]
         done_ab = False

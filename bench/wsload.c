@@ -7,7 +7,10 @@
  * Echo mode (default): every connection keeps --depth messages in flight;
  * each echo is verified byte for byte, its round-trip time recorded and the
  * next message sent (closed loop).  Idle mode (--idle): open and hold
- * connections, optionally echo one message on each at the end.
+ * connections, optionally echo one message on each at the end.  Cycle
+ * mode (--cycle, --raw-get PATH): a new connection per operation.
+ * Reconnect mode (--reconnect): idle connections that come back when the
+ * server closes them.
  *
  * --procs P forks P workers, each with its own epoll loop and share of the
  * connections; they report to the parent over pipes and the parent prints
@@ -31,7 +34,7 @@
 struct options opt = {
     .conns = 64, .size = 32, .depth = 1, .deflate_level = 1,
     .duration = 10, .warmup = 1, .hold = 5, .timeout = 10, .rate = 2000,
-    .max_pending = 1000, .procs = 1, .src_bind = true,
+    .max_pending = 1000, .procs = 1, .src_bind = true, .retry_delay_ns = RETRY_DELAY_NS,
     .src_lo = 0x7f000101, .src_hi = 0x7f0001fa,   /* 127.0.1.1 .. 127.0.1.250 */
     .path = "/",
 };
@@ -54,7 +57,8 @@ static void usage(FILE *f)
 "  -P, --procs P        worker processes (default 1)\n"
 "      --src-range A-B  local addresses to cycle through, or 'none'\n"
 "                       (default 127.0.1.1-127.0.1.250)\n"
-"      --rate R         new connections per second per process (default 2000)\n"
+"      --rate R         new connections per second per process (default 2000;\n"
+"                       --cycle: operations started, default no limit but -c)\n"
 "      --max-pending N  unfinished connects per process (default 1000)\n"
 "      --timeout SECS   limit for one connect+handshake attempt and for an\n"
 "                       echo to come back (default 10)\n"
@@ -69,6 +73,14 @@ static void usage(FILE *f)
 "      --cpu-pid PID[,PID...]  report CPU time of these processes\n"
 "      --cpu-children   ... including all their descendants\n"
 "      --ready-file PATH  create PATH when every connection is open or failed\n"
+"      --cycle          -c slots each loop: connect, upgrade, echo one message,\n"
+"                       Close, wait for the server to end TCP; operations/s\n"
+"      --raw-get PATH   the same loop with 'GET PATH' and Connection: close\n"
+"                       (a 200 with a body of its Content-Length)\n"
+"      --reconnect      idle connections; one the server closes is reopened at\n"
+"                       once and echoes a message; ends when all are back, or\n"
+"                       after --hold; prints when (CLOCK_MONOTONIC)\n"
+"      --retry-delay MS  wait before retrying a failed attempt (default 250)\n"
 "Prints one key=value summary line; exit status 1 if errors > 0.\n", f);
 }
 
@@ -148,13 +160,14 @@ static void parse_cpu_pids(const char *s)
     free(copy);
 }
 
-/* [ws://|tcp://]HOST[:PORT][/PATH] */
+/* [ws://|tcp://|http://]HOST[:PORT][/PATH] */
 static void parse_target(const char *url)
 {
     const char *p = strstr(url, "://");
     if (p) {
-        if (strncmp(url, "ws://", 5) != 0 && strncmp(url, "tcp://", 6) != 0)
-            die("unsupported URL scheme in '%s' (ws:// or tcp://; no TLS)", url);
+        if (strncmp(url, "ws://", 5) != 0 && strncmp(url, "tcp://", 6) != 0 &&
+            strncmp(url, "http://", 7) != 0)
+            die("unsupported URL scheme in '%s' (ws://, http:// or tcp://; no TLS)", url);
         p += 3;
     } else {
         p = url;
@@ -186,6 +199,7 @@ enum {
     OPT_DURATION = 256, OPT_WARMUP, OPT_IDLE, OPT_HOLD, OPT_PING_AFTER, OPT_SRC_RANGE,
     OPT_RATE, OPT_MAX_PENDING, OPT_TIMEOUT, OPT_PROTOCOL, OPT_RAW, OPT_CPU_PID,
     OPT_CPU_CHILDREN, OPT_READY_FILE, OPT_DEFLATE, OPT_DEFLATE_TAKEOVER, OPT_DEFLATE_LEVEL,
+    OPT_CYCLE, OPT_RAW_GET, OPT_RECONNECT, OPT_RETRY_DELAY,
 };
 
 static void parse_args(int argc, char **argv)
@@ -214,6 +228,10 @@ static void parse_args(int argc, char **argv)
         { "deflate", no_argument, NULL, OPT_DEFLATE },
         { "deflate-takeover", no_argument, NULL, OPT_DEFLATE_TAKEOVER },
         { "deflate-level", required_argument, NULL, OPT_DEFLATE_LEVEL },
+        { "cycle", no_argument, NULL, OPT_CYCLE },
+        { "raw-get", required_argument, NULL, OPT_RAW_GET },
+        { "reconnect", no_argument, NULL, OPT_RECONNECT },
+        { "retry-delay", required_argument, NULL, OPT_RETRY_DELAY },
         { NULL, 0, NULL, 0 },
     };
     int ch;
@@ -236,7 +254,10 @@ static void parse_args(int argc, char **argv)
         case OPT_HOLD: opt.hold = parse_double(optarg, 0, 3600, "--hold"); break;
         case OPT_PING_AFTER: opt.ping_after = true; break;
         case OPT_SRC_RANGE: parse_src_range(optarg); break;
-        case OPT_RATE: opt.rate = parse_double(optarg, 1, 1e6, "--rate"); break;
+        case OPT_RATE:
+            opt.rate = parse_double(optarg, 1, 1e6, "--rate");
+            opt.rate_given = true;
+            break;
         case OPT_MAX_PENDING:
             opt.max_pending = parse_long(optarg, 1, 1000000, "--max-pending");
             break;
@@ -255,6 +276,18 @@ static void parse_args(int argc, char **argv)
         case OPT_DEFLATE_LEVEL:
             opt.deflate_level = (int)parse_long(optarg, 0, 9, "--deflate-level");
             break;
+        case OPT_CYCLE: opt.cycle = true; break;
+        case OPT_RAW_GET:
+            if (optarg[0] != '/' || strlen(optarg) >= sizeof opt.get_path ||
+                strpbrk(optarg, " \r\n"))
+                die("bad --raw-get path '%s' (/..., no spaces)", optarg);
+            strcpy(opt.get_path, optarg);
+            opt.cycle = true;
+            break;
+        case OPT_RECONNECT: opt.reconnect = true; break;
+        case OPT_RETRY_DELAY:
+            opt.retry_delay_ns = secs_to_ns(parse_double(optarg, 0, 60000, "--retry-delay") / 1e3);
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -272,6 +305,12 @@ static void parse_args(int argc, char **argv)
         die("-t json needs -s %d or more", JSON_MIN_SIZE);
     if (opt.deflate && opt.raw)
         die("--deflate is for WebSocket, not --raw");
+    if (opt.cycle + opt.reconnect + opt.idle + opt.raw > 1)
+        die("--cycle/--raw-get, --reconnect, --idle and --raw exclude each other");
+    if (opt.get_path[0] && opt.deflate)
+        die("--deflate is for WebSocket, not --raw-get");
+    if (opt.reconnect)
+        opt.depth = 1;
 }
 
 /* 100k sockets need every descriptor the hard limit allows. */

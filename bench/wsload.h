@@ -14,6 +14,8 @@
  *   wsload_send.c       outgoing frames: output buffers, masking, deflate
  *   wsload_recv.c       incoming frames: parsing, inflate, echo checks
  *   wsload_payload.c    message payloads and their verification
+ *   wsload_cycle.c      --cycle and --raw-get (a connection per operation)
+ *                       and --reconnect (idle clients that come back)
  *   wsload_stats.c      latency histogram, server CPU time, the summary
  *   wsload_util.c       errors, clocks, random numbers
  */
@@ -34,7 +36,7 @@
 
 #define WS_GUID          "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_ATTEMPTS     4                    /* first try + 3 retries */
-#define RETRY_DELAY_NS   (250 * NS_PER_MS)    /* constant, so a FIFO stays sorted */
+#define RETRY_DELAY_NS   (250 * NS_PER_MS)    /* default of --retry-delay */
 #define READ_BUF_SIZE    (256 * 1024)
 #define MAX_EVENTS       512
 #define HANDSHAKE_MAX    4096
@@ -90,6 +92,12 @@ struct options {
     double duration, warmup, hold, timeout, rate;
     long max_pending;
     bool idle, ping_after, raw, cpu_children;
+    /* --cycle: connect, upgrade, one echo, close, again; --raw-get PATH:
+     * the same loop with a GET of PATH on a new connection each time;
+     * --reconnect: idle clients that reopen when the server closes them */
+    bool cycle, reconnect, rate_given;
+    char get_path[1024];
+    uint64_t retry_delay_ns;      /* constant, so the retry FIFO stays sorted */
     int procs;
     bool src_bind;
     uint32_t src_lo, src_hi;          /* host byte order, inclusive */
@@ -116,6 +124,16 @@ extern struct options opt;
 
 struct result {
     uint64_t opened, failed, echoed, errors, msgs;
+    uint64_t pings;                /* Pings the server sent (each answered) */
+    /* --cycle: operations completed in the measured interval */
+    uint64_t cycles;
+    /* --reconnect: connections closed by the server, how (Close code or a
+     * plain end of TCP), those back open with an echo, and the attempts
+     * that failed meanwhile (refused among them); monotonic ns of the
+     * first close and of the last connection back (0: none) */
+    uint64_t closed_1001, closed_1012, closed_other, closed_eof, back;
+    uint64_t attempts_failed, refused;
+    uint64_t first_close_ns, last_back_ns;
     /* data frames on the wire (headers included) for the messages counted:
      * wire_tx over tx_msgs sent in the interval, wire_rx over msgs */
     uint64_t tx_msgs, wire_tx, wire_rx, pmd_conns;
@@ -165,11 +183,15 @@ struct conn {
     z_stream *inflater, *deflater; /* --deflate only, created on first use */
     uint32_t next_seq, recv_seq;   /* in flight = next_seq - recv_seq */
     uint64_t deadline;             /* attempt timeout, or retry time */
+    uint64_t started;              /* --cycle: when the operation began */
+    uint64_t down_since;           /* --reconnect: when the server closed it */
+    uint8_t closed_by_server, back;   /* --reconnect */
     struct handshake *hs;
     struct outbuf out;
 };
 
-enum phase { PH_CONNECT, PH_WAIT_GO, PH_RUN, PH_HOLD, PH_PING, PH_CLOSING, PH_DONE };
+enum phase { PH_CONNECT, PH_WAIT_GO, PH_RUN, PH_HOLD, PH_PING, PH_RECONNECT, PH_CLOSING,
+             PH_DONE };
 
 struct worker {
     int id, epfd, go_fd, report_fd;
@@ -188,6 +210,8 @@ struct worker {
     /* connect scheduling */
     long next_fresh, pending, resolved, n_open, n_closing, ping_waiting;
     long *retry_ring, retry_head, retry_count;
+    long *again_ring, again_head, again_count;   /* to start at once */
+    long reconnect_target;          /* --reconnect: connections open at the go */
     double tokens;
     uint64_t last_refill, next_timeout_scan;
     int reported;
@@ -237,6 +261,22 @@ void queue_control(struct worker *w, struct conn *c, unsigned opcode,
 bool raw_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n);
 bool ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n);
 
+/* wsload_cycle.c */
+void slot_again(struct worker *w, struct conn *c, bool delayed);
+bool restarts_failed_attempts(const struct worker *w);
+void attempt_failed_again(struct worker *w, struct conn *c, int err, const char *what);
+void cycle_begin(struct worker *w, uint64_t t0);
+void cycle_opened(struct worker *w, struct conn *c);
+void cycle_echoed(struct worker *w, struct conn *c, uint64_t now);
+void cycle_closed(struct worker *w, struct conn *c);
+void send_get_request(struct worker *w, struct conn *c);
+bool get_response_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n);
+void get_response_end(struct worker *w, struct conn *c);
+void reconnect_begin(struct worker *w, uint64_t t0);
+void reconnect_opened(struct worker *w, struct conn *c);
+void reconnect_echoed(struct worker *w, struct conn *c, uint64_t now);
+void reconnect_closed(struct worker *w, struct conn *c, unsigned code);
+
 /* wsload_handshake.c */
 void check_accept_computation(void);
 void send_upgrade_request(struct worker *w, struct conn *c);
@@ -244,12 +284,15 @@ bool handshake_input(struct worker *w, struct conn *c, const uint8_t *p, size_t 
 
 /* wsload_conn.c */
 void conn_close_fd(struct conn *c);
+void report_error(struct worker *w, const struct conn *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void attempt_failed(struct worker *w, struct conn *c, int err, const char *what);
 void conn_opened(struct worker *w, struct conn *c);
 void conn_broken(struct worker *w, struct conn *c, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void start_attempt(struct worker *w, struct conn *c, uint64_t now);
 void flush_conn(struct worker *w, struct conn *c);
+void closing_done(struct worker *w, struct conn *c);
 void on_socket_event(struct worker *w, struct conn *c, uint32_t events);
 
 /* wsload_worker.c */

@@ -16,9 +16,7 @@
 
 #include "wsload.h"
 
-static void report_error(struct worker *w, const struct conn *c, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void report_error(struct worker *w, const struct conn *c, const char *fmt, ...)
+void report_error(struct worker *w, const struct conn *c, const char *fmt, ...)
 {
     w->res.errors++;
     if (w->reported++ >= MAX_REPORTED_ERRORS)
@@ -86,9 +84,13 @@ void attempt_failed(struct worker *w, struct conn *c, int err, const char *what)
 {
     conn_close_fd(c);
     w->pending--;
+    if (restarts_failed_attempts(w)) {
+        attempt_failed_again(w, c, err, what);
+        return;
+    }
     if (is_retryable(err) && c->attempts < MAX_ATTEMPTS) {
         c->state = CS_RETRY_WAIT;
-        c->deadline = now_ns() + RETRY_DELAY_NS;
+        c->deadline = now_ns() + opt.retry_delay_ns;
         retry_push(w, c);
         return;
     }
@@ -108,6 +110,10 @@ void conn_opened(struct worker *w, struct conn *c)
     w->n_open++;
     w->res.opened++;
     reset_parser(c);
+    if (opt.cycle)
+        cycle_opened(w, c);
+    else if (w->phase == PH_RECONNECT)
+        reconnect_opened(w, c);
 }
 
 /* An open connection broke: counted as an error, never reopened. */
@@ -125,6 +131,8 @@ void conn_broken(struct worker *w, struct conn *c, const char *fmt, ...)
     outbuf_free(&c->out);
     c->state = CS_DEAD;
     w->n_open--;
+    if (opt.cycle && w->phase == PH_RUN)
+        slot_again(w, c, true);
 }
 
 static uint32_t source_address(const struct worker *w, const struct conn *c)
@@ -152,6 +160,8 @@ static bool bind_source(const struct worker *w, const struct conn *c, int fd)
 
 void start_attempt(struct worker *w, struct conn *c, uint64_t now)
 {
+    if (c->attempts == 0)
+        c->started = now;
     c->state = CS_CONNECTING;
     c->attempts++;
     c->deadline = now + secs_to_ns(opt.timeout);
@@ -197,6 +207,8 @@ static bool finish_connect(struct worker *w, struct conn *c, uint32_t events)
     }
     if (opt.raw)
         conn_opened(w, c);
+    else if (opt.get_path[0])
+        send_get_request(w, c);
     else
         send_upgrade_request(w, c);
     return true;
@@ -205,13 +217,20 @@ static bool finish_connect(struct worker *w, struct conn *c, uint32_t events)
 static bool consume_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
 {
     if (c->state == CS_HANDSHAKE)
-        return handshake_input(w, c, p, n);
+        return opt.get_path[0] ? get_response_input(w, c, p, n)
+                               : handshake_input(w, c, p, n);
+    if (c->state == CS_CLOSING)
+        return true;                  /* --cycle: the rest is drained */
     return opt.raw ? raw_input(w, c, p, n) : ws_input(w, c, p, n);
 }
 
 static void peer_closed(struct worker *w, struct conn *c, int err)
 {
-    if (c->state == CS_HANDSHAKE)
+    if (c->state == CS_HANDSHAKE && opt.get_path[0] && !err)
+        get_response_end(w, c);       /* "Connection: close": the end */
+    else if (c->state == CS_OPEN && w->phase == PH_RECONNECT)
+        reconnect_closed(w, c, 0);
+    else if (c->state == CS_HANDSHAKE)
         attempt_failed(w, c, err ? err : ECONNRESET, "handshake (server closed)");
     else if (err)
         conn_broken(w, c, "connection error: %s", strerror(err));
@@ -227,6 +246,8 @@ static bool read_input(struct worker *w, struct conn *c, uint32_t events)
         if (n > 0) {
             if (!consume_input(w, c, w->rbuf, (size_t)n))
                 return false;
+            if (c->state == CS_CLOSING)
+                return true;          /* --cycle: our Close is queued */
             /* a short read means the queue was empty: the next arrival
              * raises a new edge, unless EOF is already pending */
             if ((size_t)n < READ_BUF_SIZE && !(events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)))
@@ -253,6 +274,18 @@ void flush_conn(struct worker *w, struct conn *c)
         conn_broken(w, c, "send: %s", strerror(errno));
 }
 
+/* Our Close went out and the server ended TCP (or the socket broke, or
+ * --cycle gave up waiting). */
+void closing_done(struct worker *w, struct conn *c)
+{
+    conn_close_fd(c);
+    outbuf_free(&c->out);
+    c->state = CS_DONE;
+    w->n_closing--;
+    if (opt.cycle)
+        cycle_closed(w, c);
+}
+
 static void drain_closing(struct worker *w, struct conn *c)
 {
     for (;;) {
@@ -265,28 +298,26 @@ static void drain_closing(struct worker *w, struct conn *c)
             return;
         break;                        /* EOF or error: the server is done */
     }
-    conn_close_fd(c);
-    c->state = CS_DONE;
-    w->n_closing--;
+    closing_done(w, c);
 }
 
 void on_socket_event(struct worker *w, struct conn *c, uint32_t events)
 {
     if (c->state == CS_CONNECTING && !finish_connect(w, c, events))
         return;
-    if (c->state == CS_CLOSING) {
-        if (outbuf_flush(&c->out, c->fd)) {
-            drain_closing(w, c);
-        } else {
-            conn_close_fd(c);
-            c->state = CS_DONE;
-            w->n_closing--;
+    if (c->state == CS_HANDSHAKE || c->state == CS_OPEN) {
+        if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) &&
+            !read_input(w, c, events))
+            return;
+        if (c->state != CS_CLOSING) {
+            flush_conn(w, c);
+            return;
         }
-        return;
     }
-    if (c->state != CS_HANDSHAKE && c->state != CS_OPEN)
+    if (c->state != CS_CLOSING)
         return;
-    if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !read_input(w, c, events))
-        return;
-    flush_conn(w, c);
+    if (outbuf_flush(&c->out, c->fd))
+        drain_closing(w, c);
+    else
+        closing_done(w, c);
 }

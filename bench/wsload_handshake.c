@@ -235,10 +235,10 @@ bool handshake_input(struct worker *w, struct conn *c, const uint8_t *p, size_t 
         attempt_failed(w, c, 0, "handshake");
         return false;
     }
-    conn_opened(w, c);
-    c->pmd = pmd;
+    c->pmd = pmd;                     /* before a mode queues its first message */
     if (pmd)
         w->res.pmd_conns++;
+    conn_opened(w, c);
     /* frames sent right behind the 101 must not be lost */
     bool ok = ws_input(w, c, (uint8_t *)hs->buf + head_len, hs->len - head_len) &&
               ws_input(w, c, p + take, n - take);

@@ -20,7 +20,9 @@ static void message_done(struct worker *w, struct conn *c)
     c->msg_compressed = 0;
     uint64_t wire = c->msg_wire;
     c->msg_wire = 0;
-    if (w->phase == PH_RUN) {
+    if (opt.cycle) {
+        cycle_echoed(w, c, now);
+    } else if (w->phase == PH_RUN) {
         if (now >= w->measure_start && now < w->measure_end) {
             w->res.msgs++;
             w->res.wire_rx += wire;
@@ -28,6 +30,8 @@ static void message_done(struct worker *w, struct conn *c)
         }
         if (now < w->measure_end)
             queue_message(w, c, now);
+    } else if (w->phase == PH_RECONNECT) {
+        reconnect_echoed(w, c, now);
     } else if (w->phase == PH_PING) {
         w->res.echoed++;
         w->ping_waiting--;
@@ -207,12 +211,17 @@ static bool end_frame(struct worker *w, struct conn *c)
     c->hdr_need = 2;
     switch (c->frame_opcode) {
     case WS_OP_PING:
+        w->res.pings++;
         queue_control(w, c, WS_OP_PONG, c->ctrl, c->ctrl_len);
         return true;
     case WS_OP_PONG:
         return true;
     case WS_OP_CLOSE: {
         unsigned code = c->ctrl_len >= 2 ? (unsigned)c->ctrl[0] << 8 | c->ctrl[1] : 1005;
+        if (w->phase == PH_RECONNECT) {
+            reconnect_closed(w, c, code);
+            return false;
+        }
         conn_broken(w, c, "server sent Close (code %u)", code);
         return false;
     }
@@ -249,7 +258,9 @@ static bool frame_payload(struct worker *w, struct conn *c, const uint8_t *p, si
 
 bool ws_input(struct worker *w, struct conn *c, const uint8_t *p, size_t n)
 {
-    while (n > 0) {
+    /* --cycle stops reading at the echo: what follows belongs to the
+     * closing handshake */
+    while (n > 0 && c->state == CS_OPEN) {
         if (!c->in_payload) {
             size_t take = (size_t)(c->hdr_need - c->hdr_have);
             take = take < n ? take : n;

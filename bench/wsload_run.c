@@ -117,9 +117,13 @@ static void release_workers(struct child *kids, uint64_t t0)
     }
 }
 
-static void collect_results(struct child *kids, struct result *total)
+/* Workers report after their run (the hold, or the warmup and duration),
+ * then an echo's or a close's time at most. */
+static void collect_results(struct child *kids, struct result *total, uint64_t run_end)
 {
-    uint64_t deadline = now_ns() + secs_to_ns(opt.timeout) + CLOSE_DRAIN_NS + 10 * NS_PER_S;
+    uint64_t now = now_ns();
+    uint64_t deadline = (run_end > now ? run_end : now) + 2 * secs_to_ns(opt.timeout) +
+                        CLOSE_DRAIN_NS + 10 * NS_PER_S;
     static struct result r;
     for (int i = 0; i < opt.procs; i++) {
         memset(&r, 0, sizeof r);
@@ -160,16 +164,21 @@ int run(void)
         }
     }
 
-    uint64_t from = opt.idle ? t0 : t0 + secs_to_ns(opt.warmup);
-    uint64_t to = from + secs_to_ns(opt.idle ? opt.hold : opt.duration);
+    bool held = opt.idle || opt.reconnect;
+    uint64_t from = held ? t0 : t0 + secs_to_ns(opt.warmup);
+    uint64_t to = from + secs_to_ns(held ? opt.hold : opt.duration);
     double cpu_s = 0;
     if (opt.n_cpu_pids) {
         sleep_until(from);
         cpu_s = -sample_server_cpu();
-        sleep_until(to);
-        cpu_s += sample_server_cpu();
+        if (!opt.reconnect) {         /* that one ends when everyone is back */
+            sleep_until(to);
+            cpu_s += sample_server_cpu();
+        }
     }
-    collect_results(kids, &total);
+    collect_results(kids, &total, to);
+    if (opt.n_cpu_pids && opt.reconnect)
+        cpu_s += sample_server_cpu();
     print_summary(&total, connect_s, cpu_s);
     fflush(stdout);
     return total.errors ? 1 : 0;

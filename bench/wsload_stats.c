@@ -54,6 +54,20 @@ void result_merge(struct result *into, const struct result *from)
     into->wire_tx += from->wire_tx;
     into->wire_rx += from->wire_rx;
     into->pmd_conns += from->pmd_conns;
+    into->pings += from->pings;
+    into->cycles += from->cycles;
+    into->closed_1001 += from->closed_1001;
+    into->closed_1012 += from->closed_1012;
+    into->closed_other += from->closed_other;
+    into->closed_eof += from->closed_eof;
+    into->back += from->back;
+    into->attempts_failed += from->attempts_failed;
+    into->refused += from->refused;
+    if (from->first_close_ns &&
+        (!into->first_close_ns || from->first_close_ns < into->first_close_ns))
+        into->first_close_ns = from->first_close_ns;
+    if (from->last_back_ns > into->last_back_ns)
+        into->last_back_ns = from->last_back_ns;
     if (from->max_ns > into->max_ns)
         into->max_ns = from->max_ns;
     for (unsigned i = 0; i < HIST_BUCKETS; i++)
@@ -185,14 +199,65 @@ double sample_server_cpu(void)
     return (double)ticks / (double)hz;
 }
 
+static void print_latencies(const struct result *r)
+{
+    printf(" p50_us=%.1f p99_us=%.1f p999_us=%.1f max_us=%.1f",
+           result_percentile_us(r, 0.50), result_percentile_us(r, 0.99),
+           result_percentile_us(r, 0.999), (double)r->max_ns / 1e3);
+}
+
+/* --cycle and --raw-get: operations per second, their time, server CPU */
+static void print_cycle_summary(const struct result *r, double cpu_s)
+{
+    printf("mode=cycle proto=%s conns=%ld procs=%d secs=%.2f cycles=%" PRIu64
+           " cycles_per_s=%.1f opened=%" PRIu64 " failed=%" PRIu64,
+           opt.get_path[0] ? "get" : "ws", opt.conns, opt.procs, opt.duration,
+           r->cycles, (double)r->cycles / opt.duration, r->opened, r->failed);
+    print_latencies(r);
+    printf(" errors=%" PRIu64, r->errors);
+    if (opt.n_cpu_pids)
+        printf(" server_cpu_s=%.2f server_us_per_cycle=%.2f", cpu_s,
+               r->cycles ? cpu_s * 1e6 / (double)r->cycles : 0.0);
+    putchar('\n');
+}
+
+/* --reconnect: how the connections were closed and came back; the times
+ * are CLOCK_MONOTONIC seconds, for a driver that noted when it restarted
+ * the server; the latencies are each connection's time away. */
+static void print_reconnect_summary(const struct result *r, double connect_s, double cpu_s)
+{
+    printf("mode=reconnect conns=%ld procs=%d opened=%" PRIu64 " failed=%" PRIu64
+           " connect_s=%.2f closed_1001=%" PRIu64 " closed_1012=%" PRIu64
+           " closed_other=%" PRIu64 " closed_eof=%" PRIu64 " back=%" PRIu64
+           " attempts_failed=%" PRIu64 " refused=%" PRIu64
+           " first_close=%.6f last_back=%.6f",
+           opt.conns, opt.procs, r->opened, r->failed, connect_s, r->closed_1001,
+           r->closed_1012, r->closed_other, r->closed_eof, r->back, r->attempts_failed,
+           r->refused, (double)r->first_close_ns / 1e9, (double)r->last_back_ns / 1e9);
+    print_latencies(r);
+    printf(" pings=%" PRIu64 " errors=%" PRIu64, r->pings, r->errors);
+    if (opt.n_cpu_pids)
+        printf(" server_cpu_s=%.2f", cpu_s);
+    putchar('\n');
+}
+
 void print_summary(const struct result *r, double connect_s, double cpu_s)
 {
     const char *proto = opt.raw ? "raw" : "ws";
+    if (opt.cycle) {
+        print_cycle_summary(r, cpu_s);
+        return;
+    }
+    if (opt.reconnect) {
+        print_reconnect_summary(r, connect_s, cpu_s);
+        return;
+    }
     if (opt.idle) {
         printf("mode=idle proto=%s conns=%ld procs=%d hold_s=%.2f opened=%" PRIu64
-               " failed=%" PRIu64 " echoed=%" PRIu64 " connect_s=%.2f errors=%" PRIu64,
+               " failed=%" PRIu64 " echoed=%" PRIu64 " connect_s=%.2f pings=%" PRIu64
+               " errors=%" PRIu64,
                proto, opt.conns, opt.procs, opt.hold, r->opened, r->failed, r->echoed,
-               connect_s, r->errors);
+               connect_s, r->pings, r->errors);
         if (opt.n_cpu_pids)
             printf(" server_cpu_s=%.2f", cpu_s);
         putchar('\n');

@@ -23,6 +23,12 @@ static struct conn *next_to_start(struct worker *w, uint64_t now)
             return c;
         }
     }
+    if (w->again_count > 0) {
+        struct conn *c = &w->conns[w->again_ring[w->again_head]];
+        w->again_head = (w->again_head + 1) % w->n;
+        w->again_count--;
+        return c;
+    }
     if (w->next_fresh < w->n)
         return &w->conns[w->next_fresh++];
     return NULL;
@@ -32,6 +38,13 @@ static struct conn *next_to_start(struct worker *w, uint64_t now)
  * flood that overflows the server's accept backlog. */
 static void schedule_connects(struct worker *w, uint64_t now)
 {
+    if (opt.cycle && !opt.rate_given) {
+        /* a closed loop: the -c slots are the only limit */
+        struct conn *c;
+        while (w->pending < opt.max_pending && (c = next_to_start(w, now)) != NULL)
+            start_attempt(w, c, now);
+        return;
+    }
     double burst = opt.rate / 100 > 1 ? opt.rate / 100 : 1;
     w->tokens += opt.rate * (double)(now - w->last_refill) / 1e9;
     if (w->tokens > burst)
@@ -50,8 +63,13 @@ static void expire_attempts(struct worker *w, uint64_t now)
 {
     for (long i = 0; i < w->n; i++) {
         struct conn *c = &w->conns[i];
-        if ((c->state == CS_CONNECTING || c->state == CS_HANDSHAKE) && c->deadline <= now)
+        if ((c->state == CS_CONNECTING || c->state == CS_HANDSHAKE) && c->deadline <= now) {
             attempt_failed(w, c, ETIMEDOUT, c->state == CS_CONNECTING ? "connect" : "handshake");
+        } else if (opt.cycle && c->state == CS_CLOSING && c->deadline <= now) {
+            report_error(w, c, "the server did not end the connection within %.1f s "
+                         "of our Close", opt.timeout);
+            closing_done(w, c);
+        }
     }
 }
 
@@ -121,8 +139,8 @@ static void begin_closing(struct worker *w, uint64_t now)
     w->phase_deadline = now + CLOSE_DRAIN_NS;
     for (long i = 0; i < w->n; i++) {
         struct conn *c = &w->conns[i];
-        if (c->fd < 0)
-            continue;
+        if (c->fd < 0 || c->state == CS_CLOSING)
+            continue;                 /* --cycle: already closing */
         if (opt.raw || c->state != CS_OPEN) {
             conn_close_fd(c);
             c->state = CS_DONE;
@@ -154,7 +172,11 @@ static void on_go(struct worker *w)
         begin_closing(w, now_ns());         /* parent gave up */
         return;
     }
-    if (opt.idle) {
+    if (opt.cycle) {
+        cycle_begin(w, t0);
+    } else if (opt.reconnect) {
+        reconnect_begin(w, t0);
+    } else if (opt.idle) {
         w->phase = PH_HOLD;
         w->phase_deadline = t0 + secs_to_ns(opt.hold);
     } else {
@@ -166,6 +188,11 @@ static void advance_phase(struct worker *w, uint64_t now)
 {
     switch (w->phase) {
     case PH_CONNECT:
+        if (opt.cycle) {              /* connections come and go in PH_RUN */
+            write_all(w->report_fd, "R", 1);
+            w->phase = PH_WAIT_GO;
+            break;
+        }
         schedule_connects(w, now);
         if (now >= w->next_timeout_scan) {
             expire_attempts(w, now);
@@ -177,6 +204,10 @@ static void advance_phase(struct worker *w, uint64_t now)
         }
         break;
     case PH_RUN:
+        if (opt.cycle && now < w->measure_end)
+            schedule_connects(w, now);
+        if (opt.cycle && now >= w->next_timeout_scan)
+            expire_attempts(w, now);
         if (now >= w->next_timeout_scan || now >= w->measure_end) {
             expire_echoes(w, now);
             w->next_timeout_scan = now + TIMEOUT_SCAN_NS;
@@ -202,6 +233,23 @@ static void advance_phase(struct worker *w, uint64_t now)
         }
         begin_closing(w, now);
         break;
+    case PH_RECONNECT:
+        schedule_connects(w, now);
+        if (now >= w->next_timeout_scan) {
+            expire_attempts(w, now);
+            expire_echoes(w, now);
+            w->next_timeout_scan = now + TIMEOUT_SCAN_NS;
+        }
+        if (w->res.back < (uint64_t)w->reconnect_target && now < w->phase_deadline)
+            break;
+        if (w->res.back < (uint64_t)w->reconnect_target) {
+            uint64_t missing = (uint64_t)w->reconnect_target - w->res.back;
+            w->res.errors += missing;
+            fprintf(stderr, "wsload: worker %d: %" PRIu64 " connection(s) not back "
+                    "within --hold\n", w->id, missing);
+        }
+        begin_closing(w, now);
+        break;
     case PH_CLOSING:
         if (w->n_closing == 0 || now >= w->phase_deadline)
             w->phase = PH_DONE;
@@ -220,7 +268,14 @@ static int loop_timeout_ms(const struct worker *w, uint64_t now)
         /* pace new connections finely while some are still to start */
         return (w->next_fresh < w->n || w->retry_count > 0) ? 1 : MAX_LOOP_WAIT_MS;
     case PH_RUN:
+        if (opt.cycle && (w->again_count > 0 || w->retry_count > 0))
+            return 1;
         deadline = w->measure_end;
+        break;
+    case PH_RECONNECT:
+        if (w->again_count > 0 || w->retry_count > 0)
+            return 1;
+        deadline = w->phase_deadline;
         break;
     case PH_HOLD: case PH_PING: case PH_CLOSING:
         deadline = w->phase_deadline;
@@ -264,8 +319,9 @@ static void worker_init(struct worker *w)
     w->conns = calloc((size_t)w->n, sizeof *w->conns);
     w->sent_ns = calloc((size_t)w->n * (size_t)opt.depth, sizeof *w->sent_ns);
     w->retry_ring = calloc((size_t)w->n, sizeof *w->retry_ring);
+    w->again_ring = calloc((size_t)w->n, sizeof *w->again_ring);
     w->rbuf = malloc(READ_BUF_SIZE);
-    if (!w->conns || !w->sent_ns || !w->retry_ring || !w->rbuf)
+    if (!w->conns || !w->sent_ns || !w->retry_ring || !w->again_ring || !w->rbuf)
         die("worker %d: out of memory for %ld connections", w->id, w->n);
     for (long i = 0; i < w->n; i++)
         w->conns[i].fd = -1;

@@ -3,14 +3,15 @@ on_message must not stall the other sockets of its event loop.  One loop
 per child (WebSocketEventThreads 1), so every connection shares it; the
 slow test plugin sleeps in on_message when told "sleep:<ms>"."""
 
+import os
 import re
 import time
 
 import pytest
 
 import harness
-from wsraw import (WSClient, build_frame, close_payload, OP_CLOSE, OP_PING,
-                   OP_PONG, OP_TEXT)
+from wsraw import (WSClient, build_frame, close_payload, wait_for, OP_CLOSE,
+                   OP_PING, OP_PONG, OP_TEXT)
 
 WARNING = "its messages now run on the dispatch threads"
 TAKEN_OVER = "a new thread serves its other connections"
@@ -35,7 +36,7 @@ def slow_conf(h):
     # slow, the others are not.
     for path, setting in (("/slow", None), ("/slow-always", "Always"),
                           ("/slow-off", "Off"), ("/slow-order", "Always"),
-                          ("/slow-abort", "Always")):
+                          ("/slow-abort", "Always"), ("/slow-nap", None)):
         out.append("<Location %s>\n    SetHandler websocket-handler\n"
                    '    WebSocketHandler "%s" slow_init\n' % (path, so))
         if setting:
@@ -138,6 +139,52 @@ def test_slow_plugin_detected_then_dispatched(slow_srv):
             "sleep:100", "x", "y"]
         # Logged once per plugin, not per message.
         assert h.since(mark).count(WARNING) == 1
+        a.close_handshake(1000)
+        b.close_handshake(1000)
+    finally:
+        a.close()
+        b.close()
+
+
+def context_switches(pid):
+    """Voluntary context switches of all threads of a process: each is a
+    sleep that ended."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/status" % (pid, tid)) as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass                      # a thread that ended meanwhile
+    return total
+
+
+def test_idle_child_sleeps_and_a_slow_call_still_wakes_the_watchdog(
+        slow_srv):
+    """With no plugin call running, the child's threads stay asleep (the
+    watchdog used to wake 100 times a second, with or without calls to
+    watch); the first call after that wakes the watchdog, which still
+    catches a plugin that blocks within tens of ms."""
+    h = slow_srv
+    child, = h.children()
+    a, b = pair(h, "/slow-nap")
+    try:
+        assert latency(b, "warm") < 0.1
+
+        def quiet():
+            before = context_switches(child)
+            time.sleep(1.0)
+            return context_switches(child) - before < 20
+        wait_for(quiet, "a child with no plugin call left asleep",
+                 timeout=15)
+        mark = h.mark()
+        sleeping(h, a, "sleep:300")
+        first = latency(b, "during the first sleep after a nap")
+        assert a.recv_text() == "sleep:300"
+        assert first < 0.15, "B was answered in %.3fs" % first
+        h.wait_log(lambda t: TAKEN_OVER in t, mark)
         a.close_handshake(1000)
         b.close_handshake(1000)
     finally:
