@@ -46,7 +46,7 @@ MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_sh
               ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h ws_thread.h \
               ws_blocks.h \
               ws_frame.h $(DEFLATE_HDR) ws_handshake.h websocket_plugin.h ws_directives.h \
-              ws_version.h
+              ws_version.h ws_log.h
 PLUGINS    := $(patsubst plugins/%.c,%,$(wildcard plugins/*.c))
 PLUGIN_SO  := $(PLUGINS:%=plugins/.libs/mod_websocket_%.so)
 TEST_PLUGINS   := $(patsubst t/plugins/%.c,%,$(wildcard t/plugins/*.c))

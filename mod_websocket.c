@@ -36,6 +36,7 @@
 #include "ws_handshake.h"
 #include "ws_io.h"
 #include "ws_limits.h"
+#include "ws_log.h"
 #include "ws_mem.h"
 #include "ws_redis.h"
 #include "ws_publish.h"
@@ -263,7 +264,7 @@ static const char *set_max_message_size(cmd_parms *cmd, void *dconf,
 
     if (!strcasecmp(cmd->cmd->name, "MaxMessageSize")) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, cmd->server,
-                     "%s:%d: MaxMessageSize is deprecated; use "
+                     WSLOGNO(00001) "%s:%d: MaxMessageSize is deprecated; use "
                      "WebSocketMaxMessageSize", cmd->directive->filename,
                      cmd->directive->line_num);
     }
@@ -629,7 +630,7 @@ typedef struct handshake {
 static int refuse(request_rec *r, int status, const char *why)
 {
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
-                  "WebSocket handshake from %s refused with %d: %s",
+                  WSLOGNO(00002) "WebSocket handshake from %s refused with %d: %s",
                   r->useragent_ip, status, why);
     return status;
 }
@@ -716,7 +717,7 @@ static int check_request(request_rec *r, const ws_dir_conf *conf, handshake *hs)
         return refuse(r, res.status, res.reason);
     }
     if (res.extensions && res.deflate_result != WS_DEFLATE_ACCEPTED) {
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "extensions '%s' not "
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSLOGNO(00003) "extensions '%s' not "
                       "taken: %s", res.extensions,
                       ws_deflate_result_name(res.deflate_result));
     }
@@ -820,7 +821,7 @@ static const ws_engine *choose_engine(request_rec *r)
     else if (!c->cs || !ws_async_available()) {
         why = "no event loops in this MPM";
     }
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket engine: %s%s%s%s",
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSLOGNO(00004) "WebSocket engine: %s%s%s%s",
                   why ? "sync" : "async", why ? " (" : "", why ? why : "",
                   why ? ")" : "");
     return why ? &ws_engine_sync : &ws_engine_async;
@@ -841,7 +842,7 @@ static int ws_handler(request_rec *r)
     }
     conf = ap_get_module_config(r->per_dir_config, &websocket_module);
     if (!conf->handler) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "%s for %s but no "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSLOGNO(00005) "%s for %s but no "
                       "WebSocketHandler is configured here", WS_HANDLER_NAME,
                       r->uri);
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -862,7 +863,7 @@ static int ws_handler(request_rec *r)
                         hs.deflate ? hs.deflate_neg.response : NULL);
     if (!wc) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, APR_ENOMEM, r,
-                      "cannot set up a WebSocket connection");
+                      WSLOGNO(00006) "cannot set up a WebSocket connection");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     wc->limit_hold = hold;
@@ -873,14 +874,14 @@ static int ws_handler(request_rec *r)
     }
     if (rv != APR_SUCCESS) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, rv, r,
-                      "cannot prepare the %s engine", wc->engine->name);
+                      WSLOGNO(00007) "cannot prepare the %s engine", wc->engine->name);
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     if (!ws_conn_connect_plugin(wc)) {
         return refuse_for_plugin(r, wc);
     }
     switch_protocols(r, &hs, wc);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket version %d "
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSLOGNO(00008) "WebSocket version %d "
                   "open to plugin %s%s%s%s%s", hs.version, conf->handler->symbol,
                   wc->chosen_protocol ? ", subprotocol " : "",
                   wc->chosen_protocol ? wc->chosen_protocol : "",
@@ -896,7 +897,7 @@ static int log_version(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp,
 {
     (void)pconf, (void)plog, (void)ptemp;
     if (ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "mod_websocket %s "
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, WSLOGNO(00009) "mod_websocket %s "
                      "(plugin API version %d, server API version %d) "
                      "configured", WS_VERSION, WEBSOCKET_PLUGIN_VERSION_2,
                      WEBSOCKET_SERVER_VERSION_2);

@@ -15,6 +15,7 @@
 
 #include "ws_conn.h"
 #include "ws_topic.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -69,7 +70,7 @@ static void CALLBACK server_header_set(const WebSocketServer *server,
     }
     if (header_is_the_handshakes(key)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, wc->r,
-                      "plugin %s tried to set the %s response header; the "
+                      WSLOGNO(00010) "plugin %s tried to set the %s response header; the "
                       "handshake's headers are mod_websocket's (use "
                       "protocol_set for a subprotocol)",
                       wc->conf->handler->symbol, key);
@@ -118,7 +119,7 @@ static void CALLBACK server_protocol_set(const WebSocketServer *server,
      * answering anything else makes every client fail the connection. */
     if (!protocol_was_offered(wc, protocol)) {
         ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, wc->r,
-                      "plugin %s chose subprotocol '%s' that the client did "
+                      WSLOGNO(00011) "plugin %s chose subprotocol '%s' that the client did "
                       "not offer; answering without a subprotocol",
                       wc->conf->handler->symbol, protocol);
         return;

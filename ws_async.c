@@ -34,6 +34,7 @@
 #include "ws_async_int.h"
 #include "ws_blocks.h"
 #include "ws_mem.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 extern module AP_MODULE_DECLARE_DATA websocket_module;
@@ -282,7 +283,7 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
             rv = ws_loop_start(&ws_loops[i], &ws_loop_threads[i]);
         }
         if (rv != APR_SUCCESS) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, "cannot start WebSocket "
+            ap_log_error(APLOG_MARK, APLOG_ERR, rv, s, WSLOGNO(00012) "cannot start WebSocket "
                          "event loop %d; WebSockets use the synchronous engine",
                          i);
             break;
@@ -290,10 +291,10 @@ void ws_async_child_init(apr_pool_t *pchild, server_rec *s, int threads,
         ws_loop_count = i + 1;
     }
     if (ws_loop_count > 0 && ws_watchdog_start() != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "cannot start the WebSocket "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSLOGNO(00013) "cannot start the WebSocket "
                      "watchdog; blocking plugins will not be detected");
     }
     apr_pool_pre_cleanup_register(pchild, NULL, join_loops);
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "%d WebSocket event loop "
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, WSLOGNO(00014) "%d WebSocket event loop "
                  "thread(s) started", ws_loop_count);
 }

@@ -34,6 +34,7 @@
 #include "ws_async.h"
 #include "ws_blocks.h"
 #include "ws_thread.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -467,7 +468,7 @@ static void first_service(async_conn *ac, apr_time_t now)
     if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {
         ws_io_try_direct(io);
         ws_blocks_settle(ac->c->pool);
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "WebSocket on event "
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, WSLOGNO(00015) "WebSocket on event "
                       "loop %d, %s I/O (in: %s%s, out: %s%s)", ac->loop->index,
                       io->direct ? "direct socket" : "connection filter",
                       ac->c->input_filters->frec->name,
@@ -555,7 +556,7 @@ static void hard_stop(ws_loop *loop, apr_time_t now)
             ws_conn_abort(ac->wc, APR_SUCCESS, "server stopped");
         }
         if (ws_dispatch_cancel(&ac->dispatch)) {
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "hard stop: "
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, WSLOGNO(00016) "hard stop: "
                           "dropped messages queued for a slow plugin");
         }
         if (conn_is_busy(ac)) {
@@ -651,7 +652,7 @@ static void turn(ws_loop *loop)
     if (n < 0) {
         if (errno != EINTR) {
             ap_log_error(APLOG_MARK, APLOG_ERR, APR_FROM_OS_ERROR(errno),
-                         ap_server_conf, "WebSocket event loop %d: poll "
+                         ap_server_conf, WSLOGNO(00017) "WebSocket event loop %d: poll "
                          "failed", loop->index);
         }
         n = 0;
@@ -777,7 +778,7 @@ void *ws_loop_main(void *arg)
     my_loop_replaced = 0;
     if (!scratch) {
         ap_log_error(APLOG_MARK, APLOG_CRIT, APR_ENOMEM, ap_server_conf,
-                     "WebSocket event loop %d: no memory for its buffer",
+                     WSLOGNO(00018) "WebSocket event loop %d: no memory for its buffer",
                      loop->index);
         return NULL;
     }
@@ -855,7 +856,7 @@ void ws_loop_take_over(ws_loop *loop, apr_time_t started)
     if (!start) {
         /* No thread: the loop waits for the plugin, as it would have. */
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
-                     "cannot start a thread to take WebSocket event loop %d "
+                     WSLOGNO(00019) "cannot start a thread to take WebSocket event loop %d "
                      "over from a blocked plugin", loop->index);
         return;
     }
@@ -872,7 +873,7 @@ void ws_loop_take_over(ws_loop *loop, apr_time_t started)
     loop->takeovers++;
     ws_stats_add(WS_STAT_LOOP_TAKEOVERS, 1);
     ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf,
-                 "WebSocket event loop %d was stuck in %s of plugin %s; a new "
+                 WSLOGNO(00020) "WebSocket event loop %d was stuck in %s of plugin %s; a new "
                  "thread serves its other connections", loop->index,
                  loop->call.what, loop->call.ref->symbol);
     /* The old thread cannot end this call now (its swap fails), so the

@@ -19,6 +19,7 @@
 #include "ws_limits.h"
 #include "ws_mem.h"
 #include "ws_topic.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -257,7 +258,7 @@ void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why)
     }
     ref->slow = 1;
     ws_stats_add(WS_STAT_SLOW_PLUGINS, 1);
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "plugin %s (%s) %s; its "
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, WSLOGNO(00021) "plugin %s (%s) %s; its "
                  "messages now run on the dispatch threads "
                  "(WebSocketSlowPlugin)", ref->symbol, ref->path, why);
 }
@@ -280,7 +281,7 @@ int ws_conn_input_paused(const ws_conn *wc)
 void ws_conn_fail(ws_conn *wc, uint16_t code, const char *why)
 {
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s,
-                 "failing WebSocket from %s with %u: %s",
+                 WSLOGNO(00022) "failing WebSocket from %s with %u: %s",
                  wc->client_ip, (unsigned)code, why);
     if (!wc->fail_code) {
         wc->fail_code = code;
@@ -343,7 +344,7 @@ static void idle_timer(ws_conn *wc, apr_time_t now)
         wc->idle_anchor = last;
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket from "
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, WSLOGNO(00023) "closing WebSocket from "
                  "%s: no message either way for %" APR_TIME_T_FMT "s "
                  "(WebSocketIdleTimeout)", wc->client_ip,
                  apr_time_sec(now - last));
@@ -366,7 +367,7 @@ static void ping_timer(ws_conn *wc, apr_time_t now)
     }
     if (wc->ping_sent) {
         if (now >= wc->ping_sent + wait) {
-            ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket "
+            ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, WSLOGNO(00024) "closing WebSocket "
                          "from %s: no Pong within %" APR_TIME_T_FMT " ms of "
                          "our Ping (WebSocketPingTimeout)", wc->client_ip,
                          apr_time_as_msec(wait));
@@ -397,7 +398,7 @@ static void lifetime_timer(ws_conn *wc, apr_time_t now)
     apr_interval_time_t life = ws_conf_max_lifetime(wc->conf);
 
     if (life && wc->opened && now >= wc->opened + life) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "closing WebSocket: "
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, WSLOGNO(00025) "closing WebSocket: "
                       "WebSocketMaxLifetime reached");
         wc->fail_code = WS_CLOSE_GOING_AWAY;
         ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "maximum lifetime reached");
@@ -440,7 +441,7 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
         wc->close_deadline = now + ws_conf_close_timeout(wc->conf);
     }
     if (now >= wc->close_deadline) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "closing handshake "
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, WSLOGNO(00026) "closing handshake "
                       "with %s timed out", wc->client_ip);
         return 1;
     }
@@ -472,7 +473,7 @@ void ws_conn_close_for_stop(ws_conn *wc)
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
 {
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, why, wc->c,
-                  "WebSocket from %s ended without a closing handshake: %s",
+                  WSLOGNO(00027) "WebSocket from %s ended without a closing handshake: %s",
                   wc->client_ip, what);
     wc->peer_closed = 1;
     apr_thread_mutex_lock(wc->lock);
@@ -519,6 +520,6 @@ void ws_conn_finish(ws_conn *wc)
     /* Any thread (a slow plugin's on_disconnect runs on a dispatch
      * thread): the connection's log, not the request's pool. */
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,
-                  "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
+                  WSLOGNO(00028) "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
                   APR_UINT64_T_FMT " out", wc->msgs_in, wc->msgs_out);
 }

@@ -18,6 +18,7 @@
 
 #include "ws_conn.h"
 #include "ws_mem.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -310,7 +311,7 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
     raw[ev->len] = '\0';
     ap_escape_errorlog_item(reason, raw, sizeof(reason));
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,
-                  "peer closed the WebSocket with %u%s%s",
+                  WSLOGNO(00029) "peer closed the WebSocket with %u%s%s",
                   (unsigned)ev->close_code, ev->len ? ": " : "", reason);
     wc->peer_closed = 1;
     /* Echo the code as the closing handshake expects (RFC 6455 5.5.1);

@@ -25,6 +25,7 @@
 #include "ws_limits.h"
 #include "ws_shm.h"
 #include "ws_stats.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -101,7 +102,7 @@ void ws_limits_child_init(apr_pool_t *pchild, server_rec *s)
     if (apr_thread_mutex_create(&lock, APR_THREAD_MUTEX_DEFAULT, pchild)
         != APR_SUCCESS) {
         lock = NULL;
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "cannot create the lock "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSLOGNO(00030) "cannot create the lock "
                      "of the WebSocket connection counts: "
                      "WebSocketMaxConnections is not enforced in this child");
     }
@@ -264,7 +265,7 @@ static void take(ws_limit_hold *hold, int delta)
     }
     if (full && delta > 0 && !warned_full) {
         warned_full = 1;
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, "this "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, ap_server_conf, WSLOGNO(00031) "this "
                      "child's WebSocket connection counts are full (%d "
                      "locations, %" APR_SIZE_T_FMT " client addresses): "
                      "connections beyond are not limited", LOCATION_SLOTS,
@@ -327,7 +328,7 @@ int ws_limits_admit(request_rec *r, const ws_dir_conf *conf,
     if (!lock || !ws_shm_my_area(&limits_user)) {
         if (!warned_no_tables) {
             warned_no_tables = 1;
-            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, "this child has "
+            ap_log_rerror(APLOG_MARK, APLOG_WARNING, 0, r, WSLOGNO(00032) "this child has "
                           "no place in the WebSocket shared memory: "
                           "WebSocketMaxConnections and "
                           "WebSocketMaxConnectionsPerIP are not enforced");

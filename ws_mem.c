@@ -9,6 +9,7 @@
 #include "http_main.h"
 
 #include "ws_mem.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -113,7 +114,7 @@ static void shed(void)
     if (closed && !over_announced) {
         over_announced = 1;
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf,
-                     "WebSocket buffers of this child hold %" APR_OFF_T_FMT
+                     WSLOGNO(00033) "WebSocket buffers of this child hold %" APR_OFF_T_FMT
                      " bytes, over WebSocketMemoryLimit %" APR_OFF_T_FMT
                      ": closing the %d connection(s) holding the most (%"
                      APR_OFF_T_FMT " bytes) with 1013; new handshakes get "

@@ -19,6 +19,7 @@
 
 #include "ws_conn.h"
 #include "ws_mem.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -254,7 +255,7 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
         /* A reader this slow would make us hold unbounded memory: give up
          * on it, and say so once (at info: any client can be slow). */
         ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s,
-                     "closing WebSocket from %s: send queue limit of %"
+                     WSLOGNO(00034) "closing WebSocket from %s: send queue limit of %"
                      APR_SIZE_T_FMT " bytes exceeded (slow reader); see "
                      "WebSocketSendQueueLimit", wc->client_ip, wc->out_limit);
         ws_conn_close(wc, WS_CLOSE_POLICY, "send queue limit exceeded");
@@ -290,14 +291,14 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
         && (len == 1 || (len >= 2 && !ws_close_code_valid(
                               ((unsigned)data[0] << 8) | data[1], 0)))) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
-                     "plugin %s tried to send an invalid Close payload; use "
+                     WSLOGNO(00035) "plugin %s tried to send an invalid Close payload; use "
                      "a 2-byte code (1000-1003, 1007-1014, 3000-4999) and "
                      "an optional reason", wc->conf->handler->symbol);
         return 0;
     }
     if (is_control(opcode) && len > WS_MAX_CONTROL_SIZE) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
-                     "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT
+                     WSLOGNO(00036) "plugin %s tried to send a %s frame of %" APR_SIZE_T_FMT
                      " bytes (control frames carry at most 125)",
                      wc->conf->handler->symbol, ws_opcode_name(opcode), len);
         return 0;
@@ -305,7 +306,7 @@ static int sendable(ws_conn *wc, int opcode, const uint8_t *data, size_t len)
     if (opcode == WS_OP_TEXT && ws_utf8_feed(WS_UTF8_ACCEPT, data, len)
                                 != WS_UTF8_ACCEPT) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
-                     "plugin %s tried to send a text message that is not "
+                     WSLOGNO(00037) "plugin %s tried to send a text message that is not "
                      "valid UTF-8; not sent", wc->conf->handler->symbol);
         return 0;
     }
@@ -321,7 +322,7 @@ static int fits_the_limit(ws_conn *wc, int opcode, size_t len)
     }
     if (!__atomic_exchange_n(&wc->oversize_logged, 1, __ATOMIC_RELAXED)) {
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, wc->s,
-                     "plugin %s tried to send a message of %" APR_SIZE_T_FMT
+                     WSLOGNO(00038) "plugin %s tried to send a message of %" APR_SIZE_T_FMT
                      " bytes to %s, more than WebSocketSendQueueLimit (%"
                      APR_SIZE_T_FMT "); not sent", wc->conf->handler->symbol,
                      len, wc->client_ip, wc->out_limit);
@@ -332,7 +333,7 @@ static int fits_the_limit(ws_conn *wc, int opcode, size_t len)
 static void compression_failed(ws_conn *wc, ws_deflate_status st)
 {
     ap_log_error(APLOG_MARK, APLOG_ERR, 0, wc->s,
-                 "cannot compress a message for %s: %s", wc->client_ip,
+                 WSLOGNO(00039) "cannot compress a message for %s: %s", wc->client_ip,
                  ws_deflate_status_name(st));
 }
 
@@ -627,7 +628,7 @@ void ws_conn_shed(ws_conn *wc)
     free(close);
     ws_out_frames_free(dropped);
     if (shed_now) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket "
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, WSLOGNO(00040) "closing WebSocket "
                      "from %s with 1013: it held the most of this child's "
                      "WebSocket buffers (WebSocketMemoryLimit)", wc->client_ip);
         ws_mem_add(wc, (apr_off_t)close_len - (apr_off_t)bytes);

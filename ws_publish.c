@@ -32,6 +32,7 @@
 #include "ws_publish.h"
 #include "ws_shm.h"
 #include "ws_topic.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -103,7 +104,7 @@ static int refuse(const pub_request *pr, int status, const char *why)
 {
     request_rec *r = pr->r;
 
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WebSocket publish %s %s "
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSLOGNO(00041) "WebSocket publish %s %s "
                   "from %s refused with %d: %s", r->method, r->uri,
                   r->useragent_ip, status, why);
     if (ap_request_has_body(r)) {
@@ -123,7 +124,7 @@ static int published(const pub_request *pr, int opcode, size_t bytes,
 {
     request_rec *r = pr->r;
 
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, "WebSocket publish: %"
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r, WSLOGNO(00042) "WebSocket publish: %"
                   APR_SIZE_T_FMT " bytes to topic %s, id %s, %ld subscribers",
                   bytes, pr->topic, id, subscribers);
     return answer(r, HTTP_ACCEPTED, apr_psprintf(r->pool,
@@ -273,7 +274,7 @@ static int read_body(const pub_request *pr, body *b, int *answered)
                                          APR_BLOCK_READ, HUGE_STRING_LEN);
 
         if (rv != APR_SUCCESS) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, "WebSocket publish "
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r, WSLOGNO(00043) "WebSocket publish "
                           "to %s: reading the body failed", pr->topic);
             return ap_map_http_request_error(rv, HTTP_BAD_REQUEST);
         }
@@ -391,7 +392,7 @@ static int do_close(const pub_request *pr)
     if (n < 0) {
         return topic_error(pr, n);
     }
-    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "WebSocket topic %s closed "
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSLOGNO(00044) "WebSocket topic %s closed "
                   "by %s: its %ld subscribers get 1000", pr->topic,
                   r->useragent_ip, n);
     return answer(r, HTTP_OK, apr_psprintf(r->pool, "{\"topic\":%s,"

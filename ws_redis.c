@@ -33,6 +33,7 @@
 #include "ws_redis_int.h"
 #include "ws_shm.h"
 #include "ws_thread.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -213,7 +214,7 @@ void ws_redis_post_config(server_rec *s, int topics_on)
 {
     if (configured && !topics_on
         && ap_state_query(AP_SQ_MAIN_STATE) != AP_SQ_MS_CREATE_PRE_CONFIG) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "WebSocketRedis is "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, WSLOGNO(00045) "WebSocketRedis is "
                      "ignored: topics are off (WebSocketTopicBuffer Off)");
     }
 }
@@ -293,7 +294,7 @@ void ws_redis_outage_begin(const char *what, const char *why)
     if (__atomic_compare_exchange_n(&node->outage, &was, 1, 0,
                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         ws_redis_add(&node->outages, 1);
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "Redis at %s "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, WSLOGNO(00046) "Redis at %s "
                      "unavailable (%s: %s): WebSocket publishes stay on this "
                      "node and say so until it is back; retrying with "
                      "backoff", conf.where, what, why);
@@ -310,7 +311,7 @@ void ws_redis_outage_end(void)
         && __atomic_compare_exchange_n(&node->outage, &was, 0, 0,
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         ws_redis_add(&node->reconnects, 1);
-        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf, "Redis at "
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf, WSLOGNO(00047) "Redis at "
                      "%s is back: WebSocket topics replicate again, every "
                      "channel subscribed again", conf.where);
     }
@@ -380,13 +381,13 @@ static int lock_relay(ws_redis_node *node)
         /* The relay's child died holding it: what it guarded (the cursor,
          * the flags) is checked by the next relay anyway. */
         pthread_mutex_consistent(&node->relay_lock);
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf, "the "
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, ap_server_conf, WSLOGNO(00048) "the "
                      "WebSocket Redis relay's child died: this child (pid "
                      "%d) takes the relay over", (int)getpid());
         return 1;
     }
     if (rc && rc != ETIMEDOUT && rc != EINTR) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rc, ap_server_conf, "the "
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, ap_server_conf, WSLOGNO(00049) "the "
                      "WebSocket Redis relay's lock is unusable: no relay in "
                      "this child");
         sleep(1);
@@ -462,12 +463,12 @@ void ws_redis_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     if (pipe2(stop_fd, O_CLOEXEC) || !ws_redis_interest_open()) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "WebSocketRedis: no "
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, WSLOGNO(00050) "WebSocketRedis: no "
                      "relay candidate in this child");
         return;
     }
     if (ws_thread_create(&candidate, candidate_main, s)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "WebSocketRedis: cannot "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSLOGNO(00051) "WebSocketRedis: cannot "
                      "start the relay candidate thread");
         return;
     }

@@ -29,6 +29,7 @@
 
 #include "ws_redis_int.h"
 #include "ws_topic_int.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -114,7 +115,7 @@ static int read_replies(relay *r, size_t n)
         }
         if (reply->type == REDIS_REPLY_ERROR && !r->logged_error_reply) {
             r->logged_error_reply = 1;
-            ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s, "Redis at %s refuses "
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, r->s, WSLOGNO(00052) "Redis at %s refuses "
                          "PUBLISH: %s (such messages are counted as not "
                          "replicated)", r->conf->where, reply->str);
         }
@@ -209,7 +210,7 @@ static void overrun(relay *r, uint64_t lost)
 {
     /* At most lost publishes (some were from Redis or control records). */
     ws_redis_add(&r->node->not_replicated, lost);
-    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s, "the WebSocket Redis "
+    ap_log_error(APLOG_MARK, APLOG_WARNING, 0, r->s, WSLOGNO(00053) "the WebSocket Redis "
                  "relay fell behind the topics' ring by %" APR_UINT64_T_FMT
                  " records: they were not replicated (a larger "
                  "WebSocketTopicBuffer, or a faster Redis, avoids this)", lost);
@@ -364,12 +365,12 @@ void ws_redis_relay_run(server_rec *s, ws_ring *ring, int stop_fd,
     __atomic_store_n(&r.node->sub_up, 0, __ATOMIC_RELEASE);
     ws_redis_interest_reset();
     if (!relay_setup(&r) || !ws_redis_sub_start(s, ring, stop_fd)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, APR_ENOMEM, s, "cannot start the "
+        ap_log_error(APLOG_MARK, APLOG_ERR, APR_ENOMEM, s, WSLOGNO(00054) "cannot start the "
                      "WebSocket Redis relay");
         relay_teardown(&r);
         return;
     }
-    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, "WebSocket Redis relay for %s "
+    ap_log_error(APLOG_MARK, APLOG_INFO, 0, s, WSLOGNO(00055) "WebSocket Redis relay for %s "
                  "runs in this child (node id %016" APR_UINT64_T_HEX_FMT ")",
                  r.conf->where, r.node->node_id);
     reader_start(&r);

@@ -29,6 +29,7 @@
 #include "ws_redis_int.h"
 #include "ws_topic_int.h"
 #include "ws_thread.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -97,7 +98,7 @@ static void dropped(sub *b, const char *topic, const char *why)
     ws_redis_add(&b->node->dropped_in, 1);
     if (now - b->logged_drop > apr_time_from_sec(60)) {
         b->logged_drop = now;
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, b->s, "a message from "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, b->s, WSLOGNO(00056) "a message from "
                      "Redis for WebSocket topic %s was dropped: %s (one line "
                      "a minute at most)", topic, why);
     }
@@ -188,7 +189,7 @@ static void reply_in(sub *b, redisReply *r)
         message_in(b, r->element[1], r->element[2]);
     }
     else if (r->type == REDIS_REPLY_ERROR) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, b->s, "Redis at %s refused a "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, b->s, WSLOGNO(00057) "Redis at %s refused a "
                      "subscription: %s", b->conf->where, r->str);
     }
     /* else: a (un)subscribe confirmation or a PONG */

@@ -28,6 +28,7 @@
 
 #include "ws_redis.h"
 #include "ws_shm.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -126,7 +127,7 @@ static void place_users(const shm_layout *l, server_rec *s)
         users[i]->placed = fits;
     }
     if (!fits) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "the WebSocket shared "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, WSLOGNO(00058) "the WebSocket shared "
                      "memory made at the first start is too small for this "
                      "module's counters and limits (statistics and "
                      "WebSocketMaxConnections are off until a full stop "
@@ -214,7 +215,7 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
     l = ap_retained_data_get(RETAINED_KEY);
     if (l && l->mem) {
         if (l->ring_capacity != ring_capacity) {
-            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "WebSocketTopicBuffer "
+            ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, WSLOGNO(00059) "WebSocketTopicBuffer "
                          "changed: the new size takes effect after a full "
                          "stop and start (a restart keeps the topics' memory "
                          "and message ids)");
@@ -225,7 +226,7 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
     l = ap_retained_data_create(RETAINED_KEY, sizeof(*l));
     memset(l, 0, sizeof(*l));
     if (!compute_layout(l, ring_capacity)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, "cannot set up %"
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, s, WSLOGNO(00060) "cannot set up %"
                      APR_OFF_T_FMT " bytes of shared memory for WebSocket "
                      "topics (WebSocketTopicBuffer); topics, statistics and "
                      "connection limits are off",
@@ -234,7 +235,7 @@ apr_status_t ws_shm_post_config(apr_pool_t *pconf, server_rec *s,
         return APR_EGENERAL;
     }
     place_users(l, s);
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "WebSocket shared memory: %"
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, WSLOGNO(00061) "WebSocket shared memory: %"
                  APR_SIZE_T_FMT " bytes (topic ring %" APR_SIZE_T_FMT ", %d "
                  "count tables of %" APR_SIZE_T_FMT " topics)", l->size,
                  l->ring_bytes, l->slots, l->per_child);
@@ -338,12 +339,12 @@ void ws_shm_child_init(apr_pool_t *pchild, server_rec *s)
     }
     if (layout->ring_bytes
         && !(ring = ws_ring_attach(layout->mem, layout->ring_bytes))) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "the WebSocket topics' "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSLOGNO(00062) "the WebSocket topics' "
                      "shared memory is damaged; topics are off in this child");
     }
     my_index = claim_slot(getpid(), &prev_died);
     if (my_index < 0) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, "no free WebSocket "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s, WSLOGNO(00063) "no free WebSocket "
                      "child slot in shared memory: this child's subscribers "
                      "are not counted in publish answers, nor its "
                      "connections in statistics and limits");

@@ -26,6 +26,7 @@
 #include "ws_io.h"
 #include "ws_thread.h"
 #include "ws_mem.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -312,7 +313,7 @@ static void end_at_hard_stop(ws_conn *wc)
                                   "server shutting down", 20);
         hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
         if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, WSLOGNO(00064) "hard stop: no "
                           "Close could be sent");
         }
     }

@@ -18,6 +18,7 @@
 #include "ws_redis.h"
 #include "ws_shm.h"
 #include "ws_topic_int.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -527,7 +528,7 @@ void ws_topic_child_init(apr_pool_t *pchild, server_rec *s)
         return;
     }
     if (ws_topic_reader_start(s) != APR_SUCCESS) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "cannot start the WebSocket "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, WSLOGNO(00065) "cannot start the WebSocket "
                      "topics' reader thread; subscribers of this child get "
                      "no messages");
         return;

@@ -27,6 +27,7 @@
 #include "ws_shm.h"
 #include "ws_topic_int.h"
 #include "ws_thread.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -59,7 +60,7 @@ static void too_slow(ws_subscription *sub)
         return;
     }
     if (!wc->close_queued) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, "closing WebSocket "
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, wc->s, WSLOGNO(00066) "closing WebSocket "
                      "from %s with 1013: too slow for topic %s (over "
                      "WebSocketSendQueueLimit)", wc->client_ip, sub->t->name);
         wc->fail_code = WS_CLOSE_TRY_AGAIN_LATER;
@@ -220,7 +221,7 @@ static void deliver_run(ws_topic_run *run)
             }
             if (run->count > 1) {
                 ap_log_error(APLOG_MARK, APLOG_TRACE2, 0, ap_server_conf,
-                             "topic %s: a run of %" APR_SIZE_T_FMT " messages"
+                             WSLOGNO(00067) "topic %s: a run of %" APR_SIZE_T_FMT " messages"
                              " to %ld subscribers", t->name, run->count,
                              t->count);
             }
@@ -281,7 +282,7 @@ static void overrun(uint64_t lost)
     pthread_mutex_unlock(&ws_topic_lock);
     if (now - logged > apr_time_from_sec(10)) {
         logged = now;
-        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, "this child "
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, ap_server_conf, WSLOGNO(00068) "this child "
                      "fell behind the WebSocket topics' ring by %"
                      APR_UINT64_T_FMT " messages: closing its %d subscribers "
                      "with 1013 (a larger WebSocketTopicBuffer avoids this)",

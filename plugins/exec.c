@@ -28,6 +28,7 @@
 #include "apr_strings.h"
 
 #include "exec/exec.h"
+#include "ws_log.h"
 
 /* What init returns: one per WebSocketHandler line, so that each
  * location has its own process count. */
@@ -103,7 +104,7 @@ static void *CALLBACK exec_on_connect(const WebSocketServer *server)
     const char *err, *protocol;
 
     if (!WEBSOCKET_SERVER_HAS(server, plugin)) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "exec: this mod_websocket "
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSLOGNO(00069) "exec: this mod_websocket "
                       "is older than the plugin (no refuse_with, queue_limit "
                       "and plugin calls)");
         return NULL;
@@ -111,7 +112,7 @@ static void *CALLBACK exec_on_connect(const WebSocketServer *server)
     site = (exec_site *)(void *)server->plugin(server);
     c = apr_pcalloc(r->pool, sizeof(*c));
     if ((err = exec_conf_read(&c->conf, server, r)) != NULL) {
-        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "exec %s: %s",
+        ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, WSLOGNO(00070) "exec %s: %s",
                       c->conf.location, err);
         refuse(server, 500);
         return NULL;
@@ -124,7 +125,7 @@ static void *CALLBACK exec_on_connect(const WebSocketServer *server)
     }
     if (c->conf.max_processes && site->limit) {
         if (!exec_limit_take(site->limit, c->conf.max_processes)) {
-            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "exec %s: %d programs "
+            ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, WSLOGNO(00071) "exec %s: %d programs "
                           "run already (max_processes): refused with 503",
                           c->conf.location, c->conf.max_processes);
             exec_proc_free(c->proc);
@@ -153,7 +154,7 @@ static void CALLBACK exec_on_open(void *priv, const WebSocketServer *server)
     p->handed = rc == 0;
     pthread_mutex_unlock(&p->lock);
     if (rc != 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, "%s: cannot start the "
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, WSLOGNO(00072) "%s: cannot start the "
                      "thread that watches programs", p->label);
         server->close_with(server, 1011, "cannot start the program");
     }
@@ -265,7 +266,7 @@ EXPORT WebSocketPlugin *CALLBACK exec_init(void)
     p->on_drain = exec_on_drain;
     site->limit = exec_limit_create();
     if (!site->limit) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, "exec: no shared "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, NULL, WSLOGNO(00073) "exec: no shared "
                      "memory for max_processes: it will not be enforced");
     }
     return WEBSOCKET_PLUGIN2(p);

@@ -39,6 +39,7 @@
 #include "http_log.h"
 
 #include "websocket_plugin.h"
+#include "ws_log.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -115,12 +116,12 @@ static void *CALLBACK pubsub_on_connect(const WebSocketServer *server)
     }
     if (!topic || !*topic) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, server->request(server),
-                      "pubsub: no topic in the path: refused");
+                      WSLOGNO(00074) "pubsub: no topic in the path: refused");
         return NULL;
     }
     if (strlen(topic) > TOPIC_MAX) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, server->request(server),
-                      "pubsub: topic over %d bytes: refused", TOPIC_MAX);
+                      WSLOGNO(00075) "pubsub: topic over %d bytes: refused", TOPIC_MAX);
         return NULL;
     }
     if (offered(server, PUBSUB_IDS_PROTOCOL)) {
@@ -139,7 +140,7 @@ static void *CALLBACK pubsub_on_connect(const WebSocketServer *server)
     rc = server->subscribe(server, topic, flags, resume);
     if (rc != WEBSOCKET_OK) {
         ap_log_rerror(APLOG_MARK, rc == WEBSOCKET_ENOTOPICS ? APLOG_ERR
-                      : APLOG_INFO, 0, server->request(server), "pubsub: "
+                      : APLOG_INFO, 0, server->request(server), WSLOGNO(00076) "pubsub: "
                       "cannot subscribe to %s: %s", topic,
                       rc == WEBSOCKET_ENOTOPICS ? "topics are off "
                       "(WebSocketTopicBuffer)" : "error");
@@ -160,7 +161,7 @@ static size_t CALLBACK pubsub_on_message(void *plugin_private,
     (void)type, (void)buffer;
     if (sub->dropped++ == 0) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, server->request(server),
-                      "pubsub: dropping what the client sends (%lu bytes; "
+                      WSLOGNO(00077) "pubsub: dropping what the client sends (%lu bytes; "
                       "subscribers only listen)", (unsigned long)buffer_size);
     }
     return 0;
@@ -173,7 +174,7 @@ static void CALLBACK pubsub_on_disconnect(void *plugin_private,
 
     if (sub->dropped) {
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, server->request(server),
-                      "pubsub: %lu messages from the client were dropped",
+                      WSLOGNO(00078) "pubsub: %lu messages from the client were dropped",
                       sub->dropped);
     }
     free(sub);

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "ws_log.h"
 
 static void pause_client(exec_proc *p, int paused)
 {
@@ -40,7 +41,7 @@ void exec_in_close(exec_proc *p)
 /* The program will never read again (it closed stdin, or ended). */
 static void stdin_gone(exec_proc *p, int err)
 {
-    ap_log_error(APLOG_MARK, APLOG_DEBUG, err, p->s, "%s: stdin closed by the "
+    ap_log_error(APLOG_MARK, APLOG_DEBUG, err, p->s, WSLOGNO(00079) "%s: stdin closed by the "
                  "program; the client's messages are dropped from now on",
                  p->label);
     exec_in_close(p);
@@ -99,7 +100,7 @@ void exec_in_message(exec_proc *p, const unsigned char *data, size_t len)
         written = (ssize_t)len;
     }
     if (!keep_rest(p, data, len, (size_t)written, newline)) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, ENOMEM, p->s, "%s: no memory for "
+        ap_log_error(APLOG_MARK, APLOG_ERR, ENOMEM, p->s, WSLOGNO(00080) "%s: no memory for "
                      "a message to the program; closing its stdin", p->label);
         exec_in_close(p);
         return;

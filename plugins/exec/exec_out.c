@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "exec.h"
+#include "ws_log.h"
 
 #define READ_SIZE     (64 * 1024)
 #define READ_BUDGET   (256 * 1024)    /* per call: the other programs' turn */
@@ -217,7 +218,7 @@ void exec_out_read(exec_proc *p)
         ssize_t n;
 
         if (!exec_buf_reserve(&p->out, want)) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, ENOMEM, p->s, "%s: no memory "
+            ap_log_error(APLOG_MARK, APLOG_ERR, ENOMEM, p->s, WSLOGNO(00081) "%s: no memory "
                          "for its output", p->label);
             end_of_output(p);
             return;
@@ -252,7 +253,7 @@ static void log_line(exec_proc *p, const char *line, size_t len)
     if (len && line[len - 1] == '\r') {
         len--;
     }
-    ap_log_error(APLOG_MARK, APLOG_ERR, 0, p->s, "%s: %.*s", p->label,
+    ap_log_error(APLOG_MARK, APLOG_ERR, 0, p->s, WSLOGNO(00082) "%s: %.*s", p->label,
                  (int)len, line);
 }
 

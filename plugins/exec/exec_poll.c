@@ -29,6 +29,7 @@
 #include "apr_strings.h"
 
 #include "exec.h"
+#include "ws_log.h"
 
 #define MAX_EVENTS  64
 
@@ -68,7 +69,7 @@ void exec_poll_watch(exec_proc *p, int which, unsigned events)
         p->watched[which] = events;
     }
     else {
-        ap_log_error(APLOG_MARK, APLOG_ERR, errno, p->s, "%s: cannot poll "
+        ap_log_error(APLOG_MARK, APLOG_ERR, errno, p->s, WSLOGNO(00083) "%s: cannot poll "
                      "its pipes", p->label);
     }
 }
@@ -89,7 +90,7 @@ void exec_poll_kick(exec_proc *p)
         uint64_t one = 1;
 
         if (write(wakefd, &one, sizeof(one)) < 0 && errno != EAGAIN) {
-            ap_log_error(APLOG_MARK, APLOG_ERR, errno, p->s, "%s: cannot "
+            ap_log_error(APLOG_MARK, APLOG_ERR, errno, p->s, WSLOGNO(00084) "%s: cannot "
                          "wake the poller", p->label);
         }
     }
@@ -103,7 +104,7 @@ static void tell_end(exec_proc *p)
     int ok = p->wait_status == 0;
 
     exec_proc_describe_end(p, how, sizeof(how));
-    ap_log_error(APLOG_MARK, ok ? APLOG_DEBUG : APLOG_INFO, 0, p->s, "%s: %s",
+    ap_log_error(APLOG_MARK, ok ? APLOG_DEBUG : APLOG_INFO, 0, p->s, WSLOGNO(00085) "%s: %s",
                  p->label, how);
     if (p->server && !p->close_sent) {
         char reason[80];
@@ -137,7 +138,7 @@ static void start(exec_proc *p)
     p->start_conf = NULL;
     p->start_env = NULL;
     if (rc != 0) {
-        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, "%s: cannot start it",
+        ap_log_error(APLOG_MARK, APLOG_ERR, rc, p->s, WSLOGNO(00086) "%s: cannot start it",
                      p->label);
         exec_proc_not_started(p);
         exec_in_close(p);

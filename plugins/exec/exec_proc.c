@@ -20,6 +20,7 @@
 #include "apr_strings.h"
 
 #include "exec.h"
+#include "ws_log.h"
 
 /* Without pidfds (a kernel before 5.3, or a seccomp filter), a program's
  * end is looked for this often. */
@@ -269,7 +270,7 @@ void exec_proc_reap(exec_proc *p)
     if (rc != 0) {
         /* SIGCHLD ignored by someone: the kernel reaped it, and its
          * status is lost. */
-        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, p->s, "%s: ended, "
+        ap_log_error(APLOG_MARK, APLOG_WARNING, errno, p->s, WSLOGNO(00087) "%s: ended, "
                      "exit status unknown", p->label);
         p->wait_status = EXEC_UNKNOWN;
     }
@@ -317,7 +318,7 @@ void exec_proc_signal_due(exec_proc *p, apr_time_t now)
         return;
     }
     if (p->term_at && !p->sent_term && now >= p->term_at) {
-        ap_log_error(APLOG_MARK, APLOG_INFO, 0, p->s, "%s: still running %"
+        ap_log_error(APLOG_MARK, APLOG_INFO, 0, p->s, WSLOGNO(00088) "%s: still running %"
                      APR_TIME_T_FMT " ms after its stdin was closed: SIGTERM",
                      p->label, apr_time_as_msec(p->stop_grace));
         signal_group(p, SIGTERM);
@@ -327,7 +328,7 @@ void exec_proc_signal_due(exec_proc *p, apr_time_t now)
         p->kill_at = now + p->kill_grace;
     }
     if (p->sent_term && !p->sent_kill && now >= p->kill_at) {
-        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, p->s, "%s: still running %"
+        ap_log_error(APLOG_MARK, APLOG_WARNING, 0, p->s, WSLOGNO(00089) "%s: still running %"
                      APR_TIME_T_FMT " ms after SIGTERM: SIGKILL", p->label,
                      apr_time_as_msec(p->kill_grace));
         signal_group(p, SIGKILL);
