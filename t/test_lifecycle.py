@@ -203,9 +203,12 @@ def test_threads_never_take_the_childs_signals(make_httpd, mpm):
         pid = int(re.search(r"pid=(\d+)", c.recv_text(timeout=5)).group(1))
         c.send_text("pause:5000")
         assert wait_until(lambda: "v2 paused sig" in h.test_log())
-        tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        # The resumer is started just after the "paused" line is logged.
+        def threads():
+            return [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        assert wait_until(lambda: len(threads()) >= 3), threads()
+        tids = threads()                       # main, the reader, the resumer
         others = [t for t in tids if t != pid]
-        assert len(others) >= 2, tids          # the reader, the resumer
         sigterm = 1 << (signal.SIGTERM - 1)
         unblocked = [t for t in others if not blocked_signals(pid, t) & sigterm]
         assert not unblocked, (pid, tids, unblocked)
