@@ -13,6 +13,7 @@
 #include "apr_general.h"
 
 #include "../ws_blocks.c"
+#include "check.h"
 
 /* What ws_blocks.c takes from httpd. */
 apr_uint32_t ap_max_mem_free = 0;
@@ -22,18 +23,6 @@ void ap_hook_pre_connection(ap_HOOK_pre_connection_t *pf,
 {
     (void)pf, (void)pre, (void)succ, (void)order;
 }
-
-static int failures, checks;
-
-#define CHECK(cond, ...) do {                                   \
-        checks++;                                               \
-        if (!(cond)) {                                          \
-            failures++;                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);\
-            fprintf(stderr, __VA_ARGS__);                       \
-            fputc('\n', stderr);                                \
-        }                                                       \
-    } while (0)
 
 /* A connection-like pool: it owns its allocator, as the MPM's do. */
 static apr_pool_t *conn_pool(void)
@@ -86,10 +75,10 @@ static void test_destroy_caches_blocks(void)
     use_blocks(p, 5);
     ws_blocks_destroy_pool(p);
     /* the pool's own block, four more, the 12 KiB one */
-    CHECK(ws_blocks_cached() == before + 6, "cached %d, expected %d",
+    CHECK_CASE(ws_blocks_cached() == before + 6, "cached %d, expected %d",
           ws_blocks_cached(), before + 6);
-    CHECK(cache[1] != NULL, "no 12 KiB block cached");
-    CHECK(my_sentinel != NULL, "the sentinel was lost");
+    CHECK_CASE(cache[1] != NULL, "no 12 KiB block cached");
+    CHECK_CASE(my_sentinel != NULL, "the sentinel was lost");
 }
 
 static int inside(const void *mem, apr_memnode_t *const *nodes, int n)
@@ -116,20 +105,20 @@ static void test_lend_serves_next_allocations(void)
     lent[1] = lent[0]->next;
     lent[2] = lent[1]->next;
     ws_blocks_lend(p, 3);
-    CHECK(ws_blocks_cached() == before - 3, "cached %d after lending 3 of "
+    CHECK_CASE(ws_blocks_cached() == before - 3, "cached %d after lending 3 of "
           "%d", ws_blocks_cached(), before);
     apr_palloc(p, 6000);              /* in the pool's own block */
     mem = apr_palloc(p, 6000);
-    CHECK(inside(mem, lent, 3), "the allocation is not in a lent block");
-    CHECK(!in_cache(mem), "an allocation from a block still cached");
+    CHECK_CASE(inside(mem, lent, 3), "the allocation is not in a lent block");
+    CHECK_CASE(!in_cache(mem), "an allocation from a block still cached");
 
     /* settle: the two blocks still free go back, nothing stays free */
     ws_blocks_settle(p);
-    CHECK(ws_blocks_cached() == before - 1, "cached %d after settling, "
+    CHECK_CASE(ws_blocks_cached() == before - 1, "cached %d after settling, "
           "expected %d", ws_blocks_cached(), before - 1);
-    CHECK(my_sentinel != NULL, "the sentinel was lost");
+    CHECK_CASE(my_sentinel != NULL, "the sentinel was lost");
     ws_blocks_destroy_pool(p);
-    CHECK(ws_blocks_cached() == before + 1, "cached %d after destroy, "
+    CHECK_CASE(ws_blocks_cached() == before + 1, "cached %d after destroy, "
           "expected %d (pool block + the used loan)", ws_blocks_cached(),
           before + 1);
 }
@@ -142,10 +131,10 @@ static void test_harvest_maps_nothing(void)
     int before = ws_blocks_cached();
 
     ws_blocks_settle(p);
-    CHECK(ws_blocks_cached() == before, "an empty free list gave %d "
+    CHECK_CASE(ws_blocks_cached() == before, "an empty free list gave %d "
           "blocks", ws_blocks_cached() - before);
     ws_blocks_destroy_pool(p);
-    CHECK(ws_blocks_cached() == before + 1, "cached %d, expected %d",
+    CHECK_CASE(ws_blocks_cached() == before + 1, "cached %d, expected %d",
           ws_blocks_cached(), before + 1);
 }
 
@@ -155,19 +144,19 @@ static void test_loan_comes_back(void)
     int before = ws_blocks_cached();
 
     ws_blocks_loan(p);
-    CHECK(ws_blocks_cached() == before - LOAN_SMALL - LOAN_LARGE,
+    CHECK_CASE(ws_blocks_cached() == before - LOAN_SMALL - LOAN_LARGE,
           "cached %d after a loan of %d", ws_blocks_cached(),
           LOAN_SMALL + LOAN_LARGE);
     /* the 12 KiB block is the pool's own until after its cleanups: it
      * stays with its allocator, for the pool's next use */
     use_blocks(p, 1);
     apr_pool_clear(p);
-    CHECK(ws_blocks_cached() == before - 1, "cached %d after the clear, "
+    CHECK_CASE(ws_blocks_cached() == before - 1, "cached %d after the clear, "
           "expected %d", ws_blocks_cached(), before - 1);
     /* cleared again without a loan: nothing more comes back */
     use_blocks(p, 1);
     apr_pool_clear(p);
-    CHECK(ws_blocks_cached() == before - 1, "cached %d after a second "
+    CHECK_CASE(ws_blocks_cached() == before - 1, "cached %d after a second "
           "clear", ws_blocks_cached());
     apr_pool_destroy(p);
 }
@@ -182,7 +171,7 @@ static void test_bounded(void)
         use_blocks(p, 8);
         ws_blocks_destroy_pool(p);
     }
-    CHECK(ws_blocks_cached() == WS_BLOCKS_MAX, "cached %d, bound %d",
+    CHECK_CASE(ws_blocks_cached() == WS_BLOCKS_MAX, "cached %d, bound %d",
           ws_blocks_cached(), WS_BLOCKS_MAX);
 }
 
@@ -194,7 +183,7 @@ int main(void)
     test_harvest_maps_nothing();
     test_loan_comes_back();
     test_bounded();
-    printf("test_blocks: %d checks, %d failures\n", checks, failures);
+    printf("test_blocks: %d passed, %d failed\n", passed, failed);
     apr_terminate();
-    return failures ? 1 : 0;
+    return failed ? 1 : 0;
 }
