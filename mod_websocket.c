@@ -31,6 +31,7 @@
 #include "apr_strings.h"
 
 #include "ws_async.h"
+#include "ws_detach.h"
 #include "ws_conn.h"
 #include "ws_handshake.h"
 #include "ws_io.h"
@@ -877,6 +878,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     /* Both engines move bytes with ws_io (and its direct mode must know
      * mod_logio, which Debian builds into httpd). */
     ws_io_child_init();
+    ws_detach_child_init();
     ws_topic_child_init(pchild, s);
     ws_redis_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);

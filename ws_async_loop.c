@@ -37,6 +37,11 @@ APLOG_USE_MODULE(websocket);
 
 /* On a hard stop, how long the 1001 Close may take to go out. */
 #define HARD_STOP_GRACE    apr_time_from_sec(1)
+/* On a graceful one, how long the closing handshakes may take once the
+ * child exits (the MPM does not wait for detached connections: the
+ * child's exit does, up to this): WebSocketCloseTimeout's default and a
+ * lingering close. */
+#define GRACEFUL_STOP_GRACE  apr_time_from_sec(7)
 /* The longest a loop sleeps: stops are signalled by a wake-up, this only
  * bounds the damage of a lost one. */
 #define LOOP_MAX_SLEEP     apr_time_from_sec(1)
@@ -389,7 +394,7 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
     if (more) {
         make_ready(loop, ac);         /* the filters hold more input */
     }
-    ws_loop_schedule(ac, ws_conn_next_deadline(wc));
+    ws_loop_schedule(ac, ws_detach_try(ac, now, ws_conn_next_deadline(wc)));
 }
 
 static void serve(async_conn *ac, apr_time_t now, int readable)
@@ -528,13 +533,16 @@ static void hard_stop(ws_loop *loop, apr_time_t now)
             ws_conn_abort(ac->wc, APR_SUCCESS, "server stopped");
         }
         if (ws_dispatch_cancel(&ac->dispatch)) {
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "hard stop: "
-                          "dropped messages queued for a slow plugin");
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ac->wc->s, "hard stop: "
+                         "dropped messages queued for a slow plugin");
         }
         if (conn_is_busy(ac)) {
             continue;
         }
-        ac->c->aborted = 1;
+        ac->aborted = 1;
+        if (ac->c) {
+            ac->c->aborted = 1;
+        }
         ws_async_finish(ac, now);
         if (!ws_loop_is_mine(loop)) {
             return;
@@ -548,7 +556,8 @@ static void run_timers(ws_loop *loop, apr_time_t now)
 
     if (loop->stop && !loop->stop_announced) {
         loop->stop_announced = 1;
-        loop->hard_stop_at = now + HARD_STOP_GRACE;
+        loop->hard_stop_at = now + (loop->stop == STOP_GRACEFUL
+                                    ? GRACEFUL_STOP_GRACE : HARD_STOP_GRACE);
         announce_stop(loop);
     }
     while ((t = ws_timer_pop_due(&loop->timers, now))) {

@@ -104,12 +104,58 @@ int ws_io_try_direct(ws_io *io)
             return 0;
         }
     }
+    if (apr_os_sock_get(&io->fd, ap_get_conn_socket(c)) != APR_SUCCESS) {
+        return 0;
+    }
     io->direct = 1;
-    io->sock = ap_get_conn_socket(c);
     return 1;
 }
 
+void ws_io_detach(ws_io *io, int fd)
+{
+    io->fd = fd;
+    io->c = NULL;
+    io->in = io->out = NULL;
+}
+
+static void count_in(ws_io *io, apr_size_t len)
+{
+    if (!io->c) {
+        io->bytes_in += (apr_off_t)len;
+    }
+    else if (logio_add_bytes_in) {
+        logio_add_bytes_in(io->c, (apr_off_t)len);
+    }
+}
+
+static void count_out(ws_io *io, apr_size_t len)
+{
+    if (!io->c) {
+        io->bytes_out += (apr_off_t)len;
+    }
+    else if (logio_add_bytes_out) {
+        logio_add_bytes_out(io->c, (apr_off_t)len);
+    }
+}
+
 /* ---- reading ---- */
+
+/* One recv: APR_EAGAIN when nothing waits, APR_EOF at the end. */
+static apr_status_t recv_some(int fd, uint8_t *buf, apr_size_t *len)
+{
+    ssize_t n;
+
+    do {
+        n = recv(fd, buf, *len, MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        *len = 0;
+        return errno == EAGAIN || errno == EWOULDBLOCK
+               ? APR_EAGAIN : APR_FROM_OS_ERROR(errno);
+    }
+    *len = (apr_size_t)n;
+    return n ? APR_SUCCESS : APR_EOF;
+}
 
 static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
                                 apr_size_t budget)
@@ -120,17 +166,15 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
     while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
            && done < budget) {
         apr_size_t len = size;
-        apr_status_t rv = apr_socket_recv(io->sock, (char *)scratch, &len);
+        apr_status_t rv = recv_some(io->fd, scratch, &len);
 
         if (APR_STATUS_IS_EAGAIN(rv)) {
             return APR_SUCCESS;
         }
-        if (rv != APR_SUCCESS || len == 0) {
-            return rv == APR_SUCCESS ? APR_EOF : rv;
+        if (rv != APR_SUCCESS) {
+            return rv;
         }
-        if (logio_add_bytes_in) {
-            logio_add_bytes_in(io->c, (apr_off_t)len);
-        }
+        count_in(io, len);
         done += len;
         if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
             return rv;
@@ -230,6 +274,23 @@ static void advance_sending(ws_io *io, apr_size_t written)
     io->sent += written;
 }
 
+static apr_status_t sendv_some(int fd, const struct iovec *vec, int n,
+                               apr_size_t *written)
+{
+    ssize_t w;
+
+    do {
+        w = writev(fd, vec, n);
+    } while (w < 0 && errno == EINTR);
+    if (w < 0) {
+        *written = 0;
+        return errno == EAGAIN || errno == EWOULDBLOCK
+               ? APR_EAGAIN : APR_FROM_OS_ERROR(errno);
+    }
+    *written = (apr_size_t)w;
+    return APR_SUCCESS;
+}
+
 static apr_status_t write_direct(ws_io *io, apr_size_t budget)
 {
     apr_size_t done = 0;
@@ -251,9 +312,9 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
             vec[n].iov_len = f->len - skip;
             total += vec[n].iov_len;
         }
-        rv = apr_socket_sendv(io->sock, vec, n, &written);
-        if (written && logio_add_bytes_out) {
-            logio_add_bytes_out(io->c, (apr_off_t)written);
+        rv = sendv_some(io->fd, vec, n, &written);
+        if (written) {
+            count_out(io, written);
         }
         advance_sending(io, written);
         done += written;
@@ -370,26 +431,31 @@ apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
 
 int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
 {
-    apr_size_t n = len;
+    struct iovec vec;
+    apr_size_t n = 0;
 
     if (!io->direct || io->sent) {
         return 0;
     }
-    return apr_socket_send(io->sock, (const char *)frame, &n) == APR_SUCCESS
-           && n == len;
+    vec.iov_base = (void *)frame;
+    vec.iov_len = len;
+    if (sendv_some(io->fd, &vec, 1, &n) != APR_SUCCESS || !n) {
+        return 0;
+    }
+    count_out(io, n);
+    return n == len;
 }
 
 ws_io_peer_state ws_io_peek_peer(ws_io *io)
 {
-    apr_os_sock_t fd;
     char byte;
     ssize_t n;
 
-    if (!io->direct || apr_os_sock_get(&fd, io->sock) != APR_SUCCESS) {
+    if (!io->direct) {
         return WS_IO_PEER_UNKNOWN;
     }
     do {
-        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        n = recv(io->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
         return WS_IO_PEER_DATA_WAITS;
@@ -402,7 +468,7 @@ ws_io_peer_state ws_io_peek_peer(ws_io *io)
 
 int ws_io_output_pending(const ws_io *io)
 {
-    return io->sending || io->c->data_in_output_filters;
+    return io->sending || (io->c && io->c->data_in_output_filters);
 }
 
 void ws_io_discard(ws_io *io, int keep_partial)
@@ -426,7 +492,9 @@ void ws_io_discard(ws_io *io, int keep_partial)
         unwritten += f->len - (f == drop ? skip : 0);
     }
     ws_out_frames_free(drop);
-    apr_brigade_cleanup(io->out);
-    apr_brigade_cleanup(io->in);
+    if (io->c) {
+        apr_brigade_cleanup(io->out);
+        apr_brigade_cleanup(io->in);
+    }
     ws_conn_output_written(io->wc, unwritten);
 }

@@ -232,11 +232,11 @@ static void end_at_hard_stop(ws_conn *wc)
     int finished;
 
     if (wc->engine != &ws_engine_sync || !loop
-        || apr_thread_mutex_trylock(wc->lock) != APR_SUCCESS) {
+        || pthread_mutex_trylock(&wc->lock) != 0) {
         return;
     }
     finished = wc->finished || wc->close_queued;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     if (finished) {
         return;
     }
