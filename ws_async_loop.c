@@ -32,6 +32,7 @@
 
 #include "ws_async_int.h"
 #include "ws_async.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -810,7 +811,7 @@ static loop_start *start_thread(ws_loop *loop, pthread_t *thread)
     start->loop = loop;
     pthread_mutex_init(&start->lock, NULL);
     pthread_cond_init(&start->cond, NULL);
-    if (pthread_create(thread, NULL, ws_loop_main, start) != 0) {
+    if (ws_thread_create(thread, ws_loop_main, start) != 0) {
         free_start(start);
         return NULL;
     }

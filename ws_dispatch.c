@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ws_dispatch.h"
+#include "ws_thread.h"
 
 struct ws_dispatch_job {
     ws_dispatch_job *next;
@@ -134,7 +135,7 @@ static int summon_thread(void)
         return 1;
     }
     if (started < max_threads
-        && pthread_create(&threads[started], NULL, dispatch_main, NULL) == 0) {
+        && ws_thread_create(&threads[started], dispatch_main, NULL) == 0) {
         started++;
         return 1;
     }

@@ -32,6 +32,7 @@
 
 #include "ws_redis_int.h"
 #include "ws_shm.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -465,7 +466,7 @@ void ws_redis_child_init(apr_pool_t *pchild, server_rec *s)
                      "relay candidate in this child");
         return;
     }
-    if (pthread_create(&candidate, NULL, candidate_main, s)) {
+    if (ws_thread_create(&candidate, candidate_main, s)) {
         ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "WebSocketRedis: cannot "
                      "start the relay candidate thread");
         return;

@@ -28,6 +28,7 @@
 #include "ws_frame.h"
 #include "ws_redis_int.h"
 #include "ws_topic_int.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -367,7 +368,7 @@ int ws_redis_sub_start(server_rec *s, ws_ring *ring, int stop_fd)
     }
     memcpy(b->channel, b->conf->prefix, b->conf->prefix_len);
     sub_stop = 0;
-    if (pthread_create(&thread, NULL, sub_main, NULL)) {
+    if (ws_thread_create(&thread, sub_main, NULL)) {
         free(b->channel);
         return 0;
     }

@@ -24,6 +24,7 @@
 
 #include "ws_conn.h"
 #include "ws_io.h"
+#include "ws_thread.h"
 #include "ws_mem.h"
 
 APLOG_USE_MODULE(websocket);
@@ -44,6 +45,9 @@ typedef struct sync_loop {
     int unread_waits;            /* the peer sent data while input was
                                     paused: stop watching for its
                                     departure until reading resumes */
+    int holding_signals;         /* prefork: stop signals held back while
+                                    plugin code runs (ws_thread.c) */
+    sigset_t saved_mask;
 } sync_loop;
 
 static void sync_wake(ws_conn *wc)
@@ -140,6 +144,53 @@ static apr_status_t peer_departure(sync_loop *loop)
     }
 }
 
+/* A prefork child's only thread serves this connection: it holds the stop
+ * signals back while plugin code may run (threads a plugin starts then
+ * inherit the block, and never run httpd's handlers), and lets them
+ * through while it waits on the network. */
+static int single_threaded_child(void)
+{
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+
+    ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded);
+    return threaded == AP_MPMQ_NOT_SUPPORTED;
+}
+
+static void open_to_signals(sync_loop *loop, int open)
+{
+    if (!loop->holding_signals) {
+        return;
+    }
+    if (open) {
+        ws_signals_release(&loop->saved_mask);
+    }
+    else {
+        ws_signals_hold(&loop->saved_mask);
+    }
+}
+
+static apr_status_t stop_holding_signals(void *data)
+{
+    sync_loop *loop = data;
+
+    if (loop->holding_signals) {
+        ws_signals_release(&loop->saved_mask);
+        loop->holding_signals = 0;
+    }
+    return APR_SUCCESS;
+}
+
+static apr_status_t sync_poll(sync_loop *loop, apr_interval_time_t timeout,
+                              apr_int32_t *n, const apr_pollfd_t **ready)
+{
+    apr_status_t rv;
+
+    open_to_signals(loop, 1);
+    rv = apr_pollset_poll(loop->pollset, timeout, n, ready);
+    open_to_signals(loop, 0);
+    return rv;
+}
+
 static int sync_run(ws_conn *wc)
 {
     sync_loop *loop = wc->engine_data;
@@ -199,7 +250,7 @@ static int sync_run(ws_conn *wc)
             ws_conn_abort(wc, APR_EGENERAL, "cannot poll");
             break;
         }
-        rv = apr_pollset_poll(loop->pollset, poll_timeout(wc, now), &n, &ready);
+        rv = sync_poll(loop, poll_timeout(wc, now), &n, &ready);
         readable = rv == APR_SUCCESS && n > 0
                    && (ready[0].rtnevents & (APR_POLLIN | APR_POLLHUP
                                              | APR_POLLERR));
@@ -211,6 +262,7 @@ static int sync_run(ws_conn *wc)
     }
     ws_io_discard(io, 0);
     ws_conn_finish(wc);
+    stop_holding_signals(loop);
     return DONE;
 }
 
@@ -229,23 +281,29 @@ static void end_at_hard_stop(ws_conn *wc)
     sync_loop *loop = wc->engine_data;
     uint8_t frame[WS_MAX_HEADER_SIZE + WS_MAX_CONTROL_SIZE];
     size_t plen, hlen;
-    int finished;
+    int finished, closing;
 
     if (wc->engine != &ws_engine_sync || !loop
         || pthread_mutex_trylock(&wc->lock) != 0) {
         return;
     }
-    finished = wc->finished || wc->close_queued;
+    finished = wc->finished;
+    closing = wc->close_queued;
     pthread_mutex_unlock(&wc->lock);
     if (finished) {
         return;
     }
-    plen = ws_close_payload(frame + 4, WS_CLOSE_GOING_AWAY,
-                            "server shutting down", 20);
-    hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
-    if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
-                      "Close 1001 could be sent");
+    /* A connection already closing has sent its Close (or is sending it):
+     * no second one, but its plugin must still hear the end. */
+    if (!closing) {
+        /* The payload right after the 2-byte header of a control frame. */
+        plen = ws_close_payload(frame + 2, WS_CLOSE_GOING_AWAY,
+                                "server shutting down", 20);
+        hlen = ws_frame_header(frame, WS_OP_CLOSE, WS_FIN, plen, NULL);
+        if (hlen != 2 || !ws_io_send_now(&loop->io, frame, hlen + plen)) {
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, "hard stop: no "
+                          "Close 1001 could be sent");
+        }
     }
     ws_conn_abort(wc, APR_SUCCESS, "server stopped");
     ws_conn_finish(wc);
@@ -275,6 +333,12 @@ static apr_status_t sync_attach(ws_conn *wc)
 
     if (rv == APR_SUCCESS) {
         wc->engine_data = loop;
+        if (single_threaded_child()) {
+            ws_signals_hold(&loop->saved_mask);
+            loop->holding_signals = 1;
+            apr_pool_cleanup_register(wc->r->pool, loop, stop_holding_signals,
+                                      apr_pool_cleanup_null);
+        }
     }
     return rv;
 }

@@ -22,6 +22,7 @@
 
 #include "ws_shm.h"
 #include "ws_topic_int.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -351,7 +352,7 @@ apr_status_t ws_topic_reader_start(server_rec *s)
 {
     (void)s;
     reader_stop = 0;
-    if (pthread_create(&reader, NULL, reader_main, NULL) != 0) {
+    if (ws_thread_create(&reader, reader_main, NULL) != 0) {
         return APR_EGENERAL;
     }
     reader_running = 1;

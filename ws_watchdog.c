@@ -25,6 +25,7 @@
 #include "http_log.h"
 
 #include "ws_async_int.h"
+#include "ws_thread.h"
 
 APLOG_USE_MODULE(websocket);
 
@@ -127,7 +128,7 @@ static void *watchdog_main(void *unused)
 apr_status_t ws_watchdog_start(void)
 {
     watchdog_stop = 0;
-    if (pthread_create(&watchdog, NULL, watchdog_main, NULL) != 0) {
+    if (ws_thread_create(&watchdog, watchdog_main, NULL) != 0) {
         return APR_EGENERAL;
     }
     watchdog_running = 1;

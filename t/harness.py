@@ -94,11 +94,44 @@ def sanitizer_env(logdir):
     # httpd, ASan's own alternate signal stack teardown at thread exit
     # reports a stack-buffer-underflow in its sigaltstack interceptor (a
     # false positive in libasan itself, not in our code).
+    # symbolize=0: a report is written at once, and symbolized here when it
+    # is read (symbolize_report).  Symbolizing in the child took seconds on
+    # a loaded machine, and httpd's parent kills a stopping child that
+    # lingers: reports were cut after their first line.
     env["ASAN_OPTIONS"] = ("detect_leaks=0:abort_on_error=0:use_sigaltstack=0:"
-                           "log_path=%s" % os.path.join(logdir, "asan"))
+                           "symbolize=0:log_path=%s" % os.path.join(logdir, "asan"))
     env["UBSAN_OPTIONS"] = ("print_stacktrace=1:halt_on_error=0:log_path=%s"
                             % os.path.join(logdir, "ubsan"))
     return env
+
+
+FRAME_RE = re.compile(r"^(\s*#\d+ 0x[0-9a-f]+) +\((\S+)\+(0x[0-9a-f]+)\)\s*$")
+
+
+def symbolize_report(text):
+    """Frames of an unsymbolized ASan/UBSan report ("#3 0x... (lib.so+0x12)")
+    get their function and file:line from llvm-symbolizer, when it is there."""
+    frames = [FRAME_RE.match(l) for l in text.splitlines()]
+    wanted = [(m.group(2), m.group(3)) for m in frames if m]
+    if not wanted or not shutil.which("llvm-symbolizer"):
+        return text
+    query = "".join('"%s" %s\n' % w for w in wanted)
+    try:
+        out = subprocess.run(["llvm-symbolizer", "--inlines"], input=query,
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return text
+    answers = [a.strip().splitlines() for a in out.split("\n\n")]
+    lines, k = [], 0
+    for line, m in zip(text.splitlines(), frames):
+        if m and k < len(answers):
+            where = answers[k]
+            k += 1
+            pairs = [" ".join(where[i:i + 2]) for i in range(0, len(where) - 1, 2)]
+            line = "%s in %s (%s+%s)" % (m.group(1), " <- ".join(pairs) or "?",
+                                         m.group(2), m.group(3))
+        lines.append(line)
+    return "\n".join(lines)
 
 
 class HttpdError(AssertionError):
@@ -543,7 +576,7 @@ class Httpd:
             if p in self.sanitizer_reports:
                 continue
             self.sanitizer_reports.append(p)
-            out.append("==== %s ====\n%s" % (p, self.read(p)))
+            out.append("==== %s ====\n%s" % (p, symbolize_report(self.read(p))))
         rep = "\n".join(out)
         if rep and raise_:
             raise HttpdError("sanitizer report:\n" + rep)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 import harness
-from wsraw import WSClient, OP_TEXT, OP_BINARY, OP_CLOSE
+from wsraw import WSClient, OP_TEXT, OP_BINARY, OP_CLOSE, wait_until
 
 
 def probe_conf(h):
@@ -136,6 +136,69 @@ def test_stop_with_open_connections(make_httpd, mpm):
     finally:
         for c in clients:
             c.close()
+
+
+def v2_conf(h):
+    return ("<Location /v2>\n    SetHandler websocket-handler\n"
+            '    WebSocketHandler "%s" v2probe_init\n</Location>\n'
+            % harness.test_plugin_so("v2probe"))
+
+
+@pytest.mark.parametrize("mpm", ["event", "worker", "prefork"])
+def test_hard_stop_while_closing_runs_on_disconnect(make_httpd, mpm):
+    """A hard stop while a WebSocket waits for the client's answer to the
+    server's Close: its on_disconnect still runs, once.  (On prefork the
+    child's signal handler skipped a connection whose Close was queued:
+    on_disconnect never ran, and a plugin thread still sending to it
+    crashed the exiting child, as CI saw with dumb-increment.)"""
+    h = make_httpd(v2_conf, mpm=mpm)
+    h.start()
+    c = WSClient(h.port, "/v2", headers=[("X-Conn-Id", "closing")])
+    try:
+        c.send_text("closewith:1000:bye")
+        f = c.recv_frame(timeout=5)
+        while f.opcode != OP_CLOSE:
+            f = c.recv_frame(timeout=5)
+        assert f.close_code == 1000
+        # No answer: the server waits for it (WebSocketCloseTimeout).
+        h.stop(timeout=15)
+        assert h.test_log().count("v2 disconnect closing") == 1, h.test_log()
+    finally:
+        c.close()
+
+
+def blocked_signals(pid, tid):
+    with open("/proc/%d/task/%d/status" % (pid, tid)) as f:
+        for line in f:
+            if line.startswith("SigBlk:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+@pytest.mark.parametrize("mpm", ["event", "prefork"])
+def test_threads_never_take_the_childs_signals(make_httpd, mpm):
+    """Every thread of a child but its main one blocks SIGTERM: ours (the
+    topics' reader) and those a plugin starts (here v2probe's resumer,
+    started in on_message).  A signal httpd sends to a prefork child went
+    to any thread that did not block it: CI saw dumb-increment's ticker
+    run prefork's exit handler while the main thread ran it too, and the
+    child crashed."""
+    h = make_httpd(v2_conf, mpm=mpm)
+    h.start()
+    c = WSClient(h.port, "/v2", headers=[("X-Conn-Id", "sig")])
+    try:
+        c.send_text("info")
+        pid = int(re.search(r"pid=(\d+)", c.recv_text(timeout=5)).group(1))
+        c.send_text("pause:5000")
+        assert wait_until(lambda: "v2 paused sig" in h.test_log())
+        tids = [int(t) for t in os.listdir("/proc/%d/task" % pid)]
+        others = [t for t in tids if t != pid]
+        assert len(others) >= 2, tids          # the reader, the resumer
+        sigterm = 1 << (signal.SIGTERM - 1)
+        unblocked = [t for t in others if not blocked_signals(pid, t) & sigterm]
+        assert not unblocked, (pid, tids, unblocked)
+    finally:
+        c.close()
 
 
 @pytest.mark.parametrize("mpm", ["event", "worker"])
