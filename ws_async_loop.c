@@ -460,7 +460,8 @@ static void first_service(async_conn *ac, apr_time_t now)
         return;
     }
     progress(ac, now, 1);
-    if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {
+    /* (Detached already, when it went direct in there: ws_detach.c.) */
+    if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop) && ac->c) {
         ws_io_try_direct(io);
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, "WebSocket on event "
                       "loop %d, %s I/O (in: %s%s, out: %s%s)", ac->loop->index,

@@ -88,6 +88,9 @@ int ws_io_try_direct(ws_io *io)
 {
     conn_rec *c = io->c;
 
+    if (io->direct) {
+        return 1;                /* and c may be gone (ws_detach.c) */
+    }
     /* A socket of our own from here on: no write may wait for it.  (The
      * filters' non-blocking reads set this themselves; the writes of the
      * core output filter and mod_ssl's close_notify do not.) */
