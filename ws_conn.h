@@ -35,14 +35,19 @@
 
 /* A line about the connection: through its conn_rec while it has one
  * (the error log then names the client and the connection), else through
- * its server (a detached connection: ws_detach.c). */
-#define WS_CONN_LOG(level, status, wc, ...)                              \
+ * its server, naming the client as ap_log_cerror does (a detached
+ * connection: ws_detach.c). */
+#define WS_CONN_LOG(level, status, wc, fmt, ...)                         \
     do {                                                                 \
         if ((wc)->c) {                                                   \
-            ap_log_cerror(APLOG_MARK, level, status, (wc)->c, __VA_ARGS__); \
+            ap_log_cerror(APLOG_MARK, level, status, (wc)->c, fmt,       \
+                          ##__VA_ARGS__);                                \
         }                                                                \
         else {                                                           \
-            ap_log_error(APLOG_MARK, level, status, (wc)->s, __VA_ARGS__); \
+            ap_log_error(APLOG_MARK, level, status, (wc)->s,             \
+                         "[client %s] " fmt,                             \
+                         (wc)->log_client ? (wc)->log_client : "-",      \
+                         ##__VA_ARGS__);                                 \
         }                                                                \
     } while (0)
 
@@ -124,6 +129,7 @@ struct _WebSocketState {
     ws_table *params;                /* WebSocketParam's, copied */
     ws_table *headers_in;            /* the handshake's, copied */
     ws_detached *detached;           /* set once detached */
+    const char *log_client;          /* detached: "ip:port" for logs */
     request_rec *r_late;             /* request() after detaching */
     int request_taken;               /* under lock: request() was called */
     struct ws_owned *owned;          /* strings malloc'd for it */

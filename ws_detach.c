@@ -41,6 +41,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -503,6 +504,16 @@ static detach_verdict judge(async_conn *ac, apr_time_t now)
     return DETACH_NOW;
 }
 
+/* How ap_log_cerror names the client, for the lines that follow. */
+static const char *client_for_logs(ws_conn *wc, conn_rec *c)
+{
+    char buf[128];
+
+    snprintf(buf, sizeof(buf), "%s:%d", c->client_ip ? c->client_ip : "-",
+             c->client_addr ? (int)c->client_addr->port : 0);
+    return ws_conn_strdup(wc, buf);
+}
+
 /* Under wc->lock: the copy, and the request is no longer reachable from
  * the connection (request() rebuilds one from now on). */
 static detach_verdict let_go_of_request(ws_conn *wc, conn_rec *c)
@@ -520,6 +531,7 @@ static detach_verdict let_go_of_request(ws_conn *wc, conn_rec *c)
         v = DETACH_NEVER;
     }
     else {
+        wc->log_client = client_for_logs(wc, c);
         wc->r = NULL;
         wc->c = NULL;
     }
