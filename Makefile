@@ -39,11 +39,11 @@ MODULE_SRC := mod_websocket.c ws_config.c ws_conn.c ws_in.c ws_out.c ws_api.c \
               ws_redis.c ws_redis_conn.c ws_redis_relay.c ws_redis_sub.c \
               ws_redis_interest.c ws_stats.c ws_limits.c \
               ws_io.c ws_sync.c ws_async.c ws_async_loop.c \
-              ws_async_close.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c ws_thread.c \
+              ws_async_close.c ws_detach.c ws_watchdog.c ws_dispatch.c ws_timer.c ws_mem.c ws_thread.c \
               ws_blocks.c ws_frame.c $(DEFLATE_SRC) ws_handshake.c
 MODULE_HDR := ws_config.h ws_conn.h ws_topic.h ws_publish.h ws_topic_int.h ws_shm.h ws_ring.h \
               ws_redis.h ws_redis_int.h ws_stats.h ws_limits.h \
-              ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_dispatch.h ws_timer.h ws_mem.h ws_thread.h \
+              ws_ring_int.h ws_io.h ws_async.h ws_async_int.h ws_detach.h ws_dispatch.h ws_timer.h ws_mem.h ws_thread.h \
               ws_blocks.h \
               ws_frame.h $(DEFLATE_HDR) ws_handshake.h websocket_plugin.h ws_directives.h \
               ws_version.h ws_log.h

@@ -32,6 +32,7 @@
 
 #include "ws_async.h"
 #include "ws_blocks.h"
+#include "ws_detach.h"
 #include "ws_conn.h"
 #include "ws_handshake.h"
 #include "ws_io.h"
@@ -926,6 +927,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     ws_io_child_init();
     ws_stats_child_init(pchild);
     ws_limits_child_init(pchild, s);
+    ws_detach_child_init();
     ws_topic_child_init(pchild, s);
     ws_redis_child_init(pchild, s);
     ws_mem_child_init(pchild, memory_limit);

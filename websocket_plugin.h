@@ -92,7 +92,12 @@ extern "C" {
 struct _WebSocketServer;
 struct request_rec;
 
-/* The request that opened the connection (valid until on_disconnect). */
+/* The request that opened the connection (valid until on_disconnect).  On
+ * the async engine an idle connection whose plugin never called this lets
+ * go of the request's memory; a later call gets a copy rebuilt from what
+ * was kept (the handshake's URI, method, protocol, user, headers, notes,
+ * the client's addresses), whose per-directory configuration is the
+ * server's defaults.  header_get needs no request: it always answers. */
 typedef struct request_rec *(CALLBACK *WS_Request)(const struct _WebSocketServer *server);
 /* A request header of the opening handshake, or NULL. */
 typedef const char *(CALLBACK *WS_Header_Get)(const struct _WebSocketServer *server,

@@ -14,6 +14,7 @@
 #include "apr_strings.h"
 
 #include "ws_conn.h"
+#include "ws_detach.h"
 #include "ws_topic.h"
 #include "ws_log.h"
 
@@ -31,7 +32,7 @@ static request_rec *CALLBACK server_request(const WebSocketServer *server)
 {
     ws_conn *wc = conn_of(server);
 
-    return wc ? wc->r : NULL;
+    return wc ? ws_detach_request(wc) : NULL;
 }
 
 static const char *CALLBACK server_header_get(const WebSocketServer *server,
@@ -40,7 +41,9 @@ static const char *CALLBACK server_header_get(const WebSocketServer *server,
     if (!server || !server->state || !key) {
         return NULL;
     }
-    return apr_table_get(server->state->r->headers_in, key);
+    /* A copy: the value outlives the request's pool, as the connection
+     * may (ws_detach.c). */
+    return ws_table_get(server->state->headers_in, key);
 }
 
 /* Only the thread running on_connect may touch the response, and only
@@ -124,7 +127,7 @@ static void CALLBACK server_protocol_set(const WebSocketServer *server,
                       wc->conf->handler->symbol, protocol);
         return;
     }
-    wc->chosen_protocol = apr_pstrdup(wc->r->pool, protocol);
+    wc->chosen_protocol = ws_conn_strdup(wc, protocol);
 }
 
 static int opcode_of_message_type(int type)
@@ -271,10 +274,10 @@ static const char *CALLBACK server_param(const WebSocketServer *server,
 {
     ws_conn *wc = conn_of(server);
 
-    if (!wc || !name || !wc->conf->params) {
+    if (!wc || !name || !wc->params) {
         return NULL;
     }
-    return apr_table_get(wc->conf->params, name);
+    return ws_table_get(wc->params, name);
 }
 
 static void *CALLBACK server_user_data(const WebSocketServer *server)

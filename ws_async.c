@@ -112,12 +112,25 @@ static int async_call_end(ws_conn *wc)
 
 /* ---- the engine interface ---- */
 
+apr_status_t ws_async_free_conn(void *ac)
+{
+    free(ac);
+    return APR_SUCCESS;
+}
+
+/* Malloc'd, freed with the connection's pool (or by the engine once it
+ * detached the connection from that pool: ws_detach.c). */
 static apr_status_t async_attach(ws_conn *wc)
 {
     conn_rec *c = wc->c;
-    async_conn *ac = apr_pcalloc(c->pool, sizeof(*ac));
+    async_conn *ac = calloc(1, sizeof(*ac));
     apr_status_t rv;
 
+    if (!ac) {
+        return APR_ENOMEM;
+    }
+    apr_pool_cleanup_register(c->pool, ac, ws_async_free_conn,
+                              apr_pool_cleanup_null);
     ac->wc = wc;
     ac->c = c;
     ac->phase = AC_WAITING;

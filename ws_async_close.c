@@ -20,7 +20,11 @@
  * a worker that comes back to the very status it had makes us wait for
  * its next change.)
  */
+#include <errno.h>
 #include <stddef.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "httpd.h"
 #include "http_connection.h"
@@ -57,7 +61,7 @@ void ws_async_note_handover(async_conn *ac)
     c->sbh = NULL;
 }
 
-static int worker_has_left(async_conn *ac, apr_time_t now)
+int ws_async_worker_has_left(async_conn *ac, apr_time_t now)
 {
     if (!ac->worker) {
         return now >= ac->handed_over + HANDOVER_FALLBACK;
@@ -84,10 +88,18 @@ void ws_async_destroy_dead(ws_loop *loop)
     for (ac = APR_RING_FIRST(&loop->graveyard);
          ac != APR_RING_SENTINEL(&loop->graveyard, async_conn, link); ac = next) {
         next = APR_RING_NEXT(ac, link);
+        if (!ac->c) {
+            /* Detached: the worker had left before. */
+            APR_RING_REMOVE(ac, link);
+            close(ac->fd);
+            ws_conn_release(ac->detached_wc);
+            free(ac);
+            continue;
+        }
         if (!ac->worker && !now) {
             now = apr_time_now();
         }
-        if (worker_has_left(ac, now)) {
+        if (ws_async_worker_has_left(ac, now)) {
             APR_RING_REMOVE(ac, link);
             ws_blocks_destroy_pool(ac->c->pool);
         }
@@ -129,11 +141,31 @@ static int tell_plugin(async_conn *ac)
     return ws_loop_call_end(loop);
 }
 
+/* The request's end (the access log line) and the start of Apache's
+ * lingering close; 1 when the connection is to be closed at once. */
+static int end_attached(async_conn *ac, ws_conn *wc)
+{
+    conn_rec *c = ac->c;
+
+    /* Writes the access log line (EOR bucket) and frees r->pool, whose
+     * blocks wait for the connection's pool to go to the cache. */
+    ws_stats_log_notes(wc, wc->r);
+    ws_blocks_hold(c->pool);
+    ap_process_request_after_handler(wc->r);
+    /* That set a state for the MPM's next step; the connection is still
+     * ours, and the MPM counts it as suspended until its pool goes. */
+    c->cs->state = CONN_STATE_SUSPENDED;
+
+    /* The socket is non-blocking since adoption: mod_ssl's close_notify
+     * and the flush here cannot stall the loop. */
+    return ap_start_lingering_close(c);
+}
+
 void ws_async_finish(async_conn *ac, apr_time_t now)
 {
     ws_loop *loop = ac->loop;
     ws_conn *wc = ac->wc;
-    conn_rec *c = ac->c;
+    int close_now;
 
     if (!tell_plugin(ac)) {
         return;
@@ -143,23 +175,22 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
     APR_RING_REMOVE(ac, link);
     if (ws_io_output_pending(&ac->io)) {
         /* A peer that stopped reading: flushing would only wait. */
-        c->aborted = 1;
+        ac->aborted = 1;
+        if (ac->c) {
+            ac->c->aborted = 1;
+        }
     }
     ws_io_discard(&ac->io, 0);
     ac->wc = NULL;
 
-    /* Writes the access log line (EOR bucket) and frees r->pool, whose
-     * blocks wait for the connection's pool to go to the cache. */
-    ws_stats_log_notes(wc);
-    ws_blocks_hold(c->pool);
-    ap_process_request_after_handler(wc->r);
-    /* That set a state for the MPM's next step; the connection is still
-     * ours, and the MPM counts it as suspended until its pool goes. */
-    c->cs->state = CONN_STATE_SUSPENDED;
-
-    /* The socket is non-blocking since adoption: mod_ssl's close_notify
-     * and the flush here cannot stall the loop. */
-    if (ap_start_lingering_close(c)) {
+    if (ac->c) {
+        close_now = end_attached(ac, wc);
+    }
+    else {
+        ac->detached_wc = wc;       /* freed with ac, as c->pool would */
+        close_now = ws_detach_close(ac, wc);
+    }
+    if (close_now) {
         bury(ac);
         return;
     }
@@ -177,16 +208,18 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
 /* Reads and drops what the client sends after our FIN. */
 void ws_async_linger(async_conn *ac, apr_time_t now)
 {
-    apr_socket_t *sock = ap_get_conn_socket(ac->c);
-
     for (;;) {
-        apr_size_t len = LOOP_READ_SIZE;
-        apr_status_t rv = apr_socket_recv(sock, (char *)ac->loop->scratch, &len);
+        ssize_t n = recv(ac->fd, ac->loop->scratch, LOOP_READ_SIZE,
+                         MSG_DONTWAIT);
 
-        if (APR_STATUS_IS_EAGAIN(rv) && now < ac->linger_until) {
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)
+            && now < ac->linger_until) {
             return;
         }
-        if (rv != APR_SUCCESS || len == 0 || now >= ac->linger_until) {
+        if (n <= 0 || now >= ac->linger_until) {
             APR_RING_REMOVE(ac, link);
             bury(ac);
             return;

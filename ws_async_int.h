@@ -8,6 +8,7 @@
  *   ws_async_close.c   ending a connection: the plugin, the access log,
  *                      lingering close, and freeing it once the MPM's
  *                      worker is provably done with it
+ *   ws_detach.c        an idle connection lets go of Apache's pools
  *   ws_watchdog.c      tells a blocking plugin from a busy machine
  *   ws_dispatch.c      threads for plugins that block
  *   ws_io.c            the connection's non-blocking I/O
@@ -58,7 +59,12 @@ APR_RING_HEAD(ac_list, async_conn);
 
 struct async_conn {
     ws_conn *wc;                     /* NULL once finished */
-    conn_rec *c;
+    conn_rec *c;                     /* NULL once detached (ws_detach.c) */
+    ws_conn *detached_wc;            /* detached and finished: freed with
+                                        the async_conn */
+    int aborted;                     /* detached: c->aborted's stand-in */
+    int detach_checks;               /* rechecks while not yet eligible */
+    int no_detach;                   /* never: it stays attached */
     ws_loop *loop;
     ac_phase phase;
     ws_io io;
@@ -174,6 +180,19 @@ void ws_async_finish(async_conn *ac, apr_time_t now);
 void ws_async_linger(async_conn *ac, apr_time_t now);
 void ws_async_destroy_dead(ws_loop *loop);
 void ws_async_note_handover(async_conn *ac);
+
+int ws_async_worker_has_left(async_conn *ac, apr_time_t now);
+/* ws_async.c: the cleanup that frees an async_conn with c->pool. */
+apr_status_t ws_async_free_conn(void *ac);
+
+/* ws_detach.c */
+/* After progress(), on an open connection: detaches it when it is idle
+ * and eligible; answers when to look at it next (deadline, or sooner to
+ * check again). */
+apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline);
+/* The end of a detached connection: writes its access log line; 1 when
+ * it is to be closed at once, 0 when its lingering close has begun. */
+int ws_detach_close(async_conn *ac, ws_conn *wc);
 
 /* ws_watchdog.c */
 apr_status_t ws_watchdog_start(void);

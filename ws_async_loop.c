@@ -40,6 +40,11 @@ APLOG_USE_MODULE(websocket);
 
 /* On a hard stop, how long the 1001 Close may take to go out. */
 #define HARD_STOP_GRACE    apr_time_from_sec(1)
+/* On a graceful one, how long the closing handshakes may take once the
+ * child exits (the MPM does not wait for detached connections: the
+ * child's exit does, up to this): WebSocketCloseTimeout's default and a
+ * lingering close. */
+#define GRACEFUL_STOP_GRACE  apr_time_from_sec(7)
 /* The longest a loop sleeps: stops are signalled by a wake-up, this only
  * bounds the damage of a lost one. */
 #define LOOP_MAX_SLEEP     apr_time_from_sec(1)
@@ -400,7 +405,7 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
         ac->read_due = 1;
         make_ready(loop, ac);         /* the filters hold more input */
     }
-    ws_loop_schedule(ac, ws_conn_next_deadline(wc));
+    ws_loop_schedule(ac, ws_detach_try(ac, now, ws_conn_next_deadline(wc)));
 }
 
 static void serve(async_conn *ac, apr_time_t now, int readable)
@@ -465,7 +470,8 @@ static void first_service(async_conn *ac, apr_time_t now)
         return;
     }
     progress(ac, now, 1);
-    if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop)) {
+    /* (Detached already, when it went direct in there: ws_detach.c.) */
+    if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop) && ac->c) {
         ws_io_try_direct(io);
         ws_blocks_settle(ac->c->pool);
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, WSLOGNO(00015) "WebSocket on event "
@@ -556,13 +562,16 @@ static void hard_stop(ws_loop *loop, apr_time_t now)
             ws_conn_abort(ac->wc, APR_SUCCESS, "server stopped");
         }
         if (ws_dispatch_cancel(&ac->dispatch)) {
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, ac->c, WSLOGNO(00016) "hard stop: "
-                          "dropped messages queued for a slow plugin");
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ac->wc->s, WSLOGNO(00016) "hard stop: "
+                         "dropped messages queued for a slow plugin");
         }
         if (conn_is_busy(ac)) {
             continue;
         }
-        ac->c->aborted = 1;
+        ac->aborted = 1;
+        if (ac->c) {
+            ac->c->aborted = 1;
+        }
         ws_async_finish(ac, now);
         if (!ws_loop_is_mine(loop)) {
             return;
@@ -576,7 +585,8 @@ static void run_timers(ws_loop *loop, apr_time_t now)
 
     if (loop->stop && !loop->stop_announced) {
         loop->stop_announced = 1;
-        loop->hard_stop_at = now + HARD_STOP_GRACE;
+        loop->hard_stop_at = now + (loop->stop == STOP_GRACEFUL
+                                    ? GRACEFUL_STOP_GRACE : HARD_STOP_GRACE);
         announce_stop(loop);
     }
     while ((t = ws_timer_pop_due(&loop->timers, now))) {

@@ -16,6 +16,7 @@
 #include "apr_strings.h"
 
 #include "ws_conn.h"
+#include "ws_detach.h"
 #include "ws_limits.h"
 #include "ws_mem.h"
 #include "ws_topic.h"
@@ -25,24 +26,89 @@ APLOG_USE_MODULE(websocket);
 
 /* ---- creation ---- */
 
-/* What the connection holds outside its pool: the codec's buffers and
- * frames queued but never written (a refused or aborted connection). */
-static apr_status_t release_conn(void *data)
+/* Strings and arrays the connection keeps for plugins: malloc'd, so that
+ * they outlive Apache's pools when the connection is detached from them
+ * (ws_detach.c). */
+struct ws_owned {
+    struct ws_owned *next;
+    union {
+        char bytes[1];
+        void *align;
+    } data;
+};
+
+void *ws_conn_alloc(ws_conn *wc, size_t size)
+{
+    struct ws_owned *o = malloc(offsetof(struct ws_owned, data) + size);
+
+    if (!o) {
+        return NULL;
+    }
+    o->next = wc->owned;
+    wc->owned = o;
+    return o->data.bytes;
+}
+
+const char *ws_conn_strdup(ws_conn *wc, const char *s)
+{
+    size_t n = s ? strlen(s) + 1 : 0;
+    char *copy = s ? ws_conn_alloc(wc, n) : NULL;
+
+    return copy ? memcpy(copy, s, n) : NULL;
+}
+
+/* The offered subprotocols, as an array no pool owns (nothing is pushed
+ * to it). */
+static apr_array_header_t *own_protocols(ws_conn *wc,
+                                         const apr_array_header_t *offered)
+{
+    apr_array_header_t *a;
+    const char **elts;
+    int i, n = offered ? offered->nelts : 0;
+
+    a = ws_conn_alloc(wc, sizeof(*a) + sizeof(char *) * (size_t)(n ? n : 1));
+    if (!a) {
+        return NULL;
+    }
+    elts = (const char **)(a + 1);
+    for (i = 0; i < n; i++) {
+        elts[i] = ws_conn_strdup(wc, APR_ARRAY_IDX(offered, i, const char *));
+    }
+    memset(a, 0, sizeof(*a));
+    a->elt_size = sizeof(char *);
+    a->nelts = a->nalloc = n;
+    a->elts = (char *)elts;
+    return a;
+}
+
+/* Frees what the connection holds outside a pool: the codec's buffers,
+ * frames queued but never written (a refused or aborted connection), and
+ * the connection itself.  A pool cleanup of c->pool, or called by the
+ * async engine for a connection it detached. */
+apr_status_t ws_conn_release(void *data)
 {
     ws_conn *wc = data;
 
     ws_topic_forget(wc);
     ws_mem_unregister(wc);
     ws_parser_destroy(wc->parser);
-    wc->parser = NULL;
     ws_out_frames_free(wc->out_head);
-    wc->out_head = wc->out_tail = NULL;
     ws_deflate_destroy(wc->deflate);
-    wc->deflate = NULL;
     ws_deflate_buf_free(&wc->deflated);
     ws_deflate_buf_free(&wc->inflated);
     free(wc->unparsed);
-    wc->unparsed = NULL;
+    ws_detach_free(wc);
+    while (wc->owned) {
+        struct ws_owned *next = wc->owned->next;
+
+        free(wc->owned);
+        wc->owned = next;
+    }
+    if (wc->locks_made) {
+        pthread_mutex_destroy(&wc->lock);
+        pthread_mutex_destroy(&wc->send_lock);
+    }
+    free(wc);
     return APR_SUCCESS;
 }
 
@@ -61,7 +127,7 @@ static uint64_t wire_limit(uint64_t max_message, int compressed)
  * nested <Location>, would cut it elsewhere); for a <LocationMatch>, what
  * follows the match; for a <Directory> or .htaccess, Apache's path_info. */
 static const char *rest_of_path(request_rec *r, const ws_plugin_ref *ref,
-                                apr_pool_t *p)
+                                ws_conn *wc)
 {
     const char *uri = r->uri ? r->uri : "";
     size_t n = ref->section ? strlen(ref->section) : 0;
@@ -70,7 +136,7 @@ static const char *rest_of_path(request_rec *r, const ws_plugin_ref *ref,
         ap_regmatch_t m[1];
 
         if (!ap_regexec(ref->section_regex, uri, 1, m, 0) && m[0].rm_eo >= 0) {
-            return apr_pstrdup(p, uri + m[0].rm_eo);
+            return ws_conn_strdup(wc, uri + m[0].rm_eo);
         }
     }
     else if (ref->section_is_location) {
@@ -79,19 +145,36 @@ static const char *rest_of_path(request_rec *r, const ws_plugin_ref *ref,
         }
         if (!strncmp(uri, ref->section, n)
             && (uri[n] == '/' || uri[n] == '\0')) {
-            return apr_pstrdup(p, uri + n);
+            return ws_conn_strdup(wc, uri + n);
         }
     }
-    return apr_pstrdup(p, r->path_info ? r->path_info : "");
+    return ws_conn_strdup(wc, r->path_info ? r->path_info : "");
 }
 
-static void copy_request_facts(ws_conn *wc, request_rec *r, apr_pool_t *p)
+/* Everything plugins may read until on_disconnect is copied out of the
+ * request's pool: the connection may outlive it (ws_detach.c).  The
+ * merged configuration too, which lives in r->pool. */
+static int copy_request_facts(ws_conn *wc, request_rec *r,
+                              const ws_dir_conf *conf,
+                              apr_array_header_t *protocols,
+                              const char *extensions)
 {
-    wc->client_ip = apr_pstrdup(p, r->useragent_ip ? r->useragent_ip
-                                                   : r->connection->client_ip);
-    wc->user = r->user ? apr_pstrdup(p, r->user) : NULL;
-    wc->query = r->args ? apr_pstrdup(p, r->args) : NULL;
-    wc->path_info = rest_of_path(r, wc->conf->handler, p);
+    wc->conf_copy = *conf;
+    wc->conf_copy.params = NULL;          /* wc->params */
+    wc->conf_copy.trusted_origins = NULL; /* the handshake's only */
+    wc->conf = &wc->conf_copy;
+    wc->params = ws_table_copy(conf->params);
+    wc->headers_in = ws_table_copy(r->headers_in);
+    wc->client_ip = ws_conn_strdup(wc, r->useragent_ip ? r->useragent_ip
+                                       : r->connection->client_ip);
+    wc->user = ws_conn_strdup(wc, r->user);
+    wc->query = ws_conn_strdup(wc, r->args);
+    wc->path_info = rest_of_path(r, conf->handler, wc);
+    wc->extensions = ws_conn_strdup(wc, extensions);
+    wc->protocols = own_protocols(wc, protocols);
+    return wc->client_ip && wc->path_info && wc->protocols
+           && (wc->params || !conf->params)
+           && (wc->headers_in || !r->headers_in);
 }
 
 /* Unique in the server: the process's pid, then a counter. */
@@ -108,23 +191,27 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
                         const ws_deflate_params *deflate,
                         const char *extensions)
 {
-    /* In the connection's pool, not the request's: a plugin thread that
-     * races the end of the connection then finds it marked finished
-     * instead of freed memory (the async engine ends r->pool first). */
-    apr_pool_t *pool = r->connection->pool;
-    ws_conn *wc = apr_pcalloc(pool, sizeof(*wc));
+    /* Freed with the connection's pool, not the request's: a plugin
+     * thread that races the end of the connection then finds it marked
+     * finished instead of freed memory (the async engine ends r->pool
+     * first).  Malloc'd, so that a detached connection keeps it. */
+    ws_conn *wc = calloc(1, sizeof(*wc));
     uint64_t max_message = (uint64_t)ws_conf_max_message_size(conf);
     ws_parser_config pc;
 
+    if (!wc) {
+        return NULL;
+    }
+    apr_pool_cleanup_register(r->connection->pool, wc, ws_conn_release,
+                              apr_pool_cleanup_null);
     wc->r = r;
     wc->c = r->connection;
     wc->s = r->server;
     wc->id = next_conn_id();
-    wc->conf = conf;
     wc->plugin = conf->handler->plugin;
-    wc->protocols = protocols;
-    wc->extensions = extensions ? apr_pstrdup(pool, extensions) : NULL;
-    copy_request_facts(wc, r, pool);
+    if (!copy_request_facts(wc, r, conf, protocols, extensions)) {
+        return NULL;
+    }
     wc->out_limit = (apr_size_t)ws_conf_send_queue_limit(conf);
     wc->frag_size = ws_conf_fragment_size(conf);
     wc->last_activity = wc->idle_anchor = wc->last_ping = apr_time_now();
@@ -138,7 +225,6 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     pc.allow_rsv1 = deflate != NULL;
     pc.allow_reserved_close_codes = conf->allow_reserved_codes > 0;
     pc.quiet_frames = 1;             /* ws_conn_feed has no use for them */
-    apr_pool_cleanup_register(pool, wc, release_conn, apr_pool_cleanup_null);
     wc->parser = ws_parser_create(&pc);
     if (!wc->parser) {
         return NULL;
@@ -146,12 +232,14 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
     if (deflate && !(wc->deflate = ws_deflate_create(deflate, max_message))) {
         return NULL;
     }
-    if (apr_thread_mutex_create(&wc->lock, APR_THREAD_MUTEX_DEFAULT,
-                                pool) != APR_SUCCESS
-        || apr_thread_mutex_create(&wc->send_lock, APR_THREAD_MUTEX_DEFAULT,
-                                   pool) != APR_SUCCESS) {
+    if (pthread_mutex_init(&wc->lock, NULL) != 0) {
         return NULL;
     }
+    if (pthread_mutex_init(&wc->send_lock, NULL) != 0) {
+        pthread_mutex_destroy(&wc->lock);
+        return NULL;
+    }
+    wc->locks_made = 1;
     ws_api_init(wc);
     ws_mem_register(wc);
     return wc;
@@ -196,19 +284,14 @@ int ws_conn_connect_plugin(ws_conn *wc)
     wc->plugin_private = wc->plugin->on_connect(&wc->server);
     wc->in_on_connect = 0;
     if (wc->plugin_private) {
-        if (wc->chosen_protocol) {
-            /* Outlives the request: subprotocol() is callable until the
-             * end. */
-            wc->chosen_protocol = apr_pstrdup(wc->c->pool, wc->chosen_protocol);
-        }
         return 1;
     }
     /* A thread the plugin started may have sent already: stop accepting,
      * and take the connection off the engine's lists. */
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     wc->finished = 1;
     wc->close_queued = 1;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     if (wc->engine->detach) {
         wc->engine->detach(wc);
     }
@@ -266,11 +349,11 @@ void ws_plugin_mark_slow(ws_plugin_ref *ref, server_rec *s, const char *why)
 void ws_conn_pause_input(ws_conn *wc, int paused)
 {
     __atomic_store_n(&wc->input_paused, paused, __ATOMIC_RELEASE);
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     if (!wc->finished) {
         wc->engine->wake(wc);
     }
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
 }
 
 int ws_conn_input_paused(const ws_conn *wc)
@@ -398,7 +481,7 @@ static void lifetime_timer(ws_conn *wc, apr_time_t now)
     apr_interval_time_t life = ws_conf_max_lifetime(wc->conf);
 
     if (life && wc->opened && now >= wc->opened + life) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, WSLOGNO(00025) "closing WebSocket: "
+        WS_CONN_LOG(APLOG_DEBUG, 0, wc, WSLOGNO(00025) "closing WebSocket: "
                       "WebSocketMaxLifetime reached");
         wc->fail_code = WS_CLOSE_GOING_AWAY;
         ws_conn_close(wc, WS_CLOSE_GOING_AWAY, "maximum lifetime reached");
@@ -426,10 +509,10 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
     if (!__atomic_load_n(&wc->close_queued, __ATOMIC_ACQUIRE)) {
         return 0;
     }
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     close_queued = wc->close_queued;
     output_pending = engine_output || wc->out_head != NULL;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
 
     if (!close_queued) {
         return 0;
@@ -441,7 +524,7 @@ int ws_conn_done(ws_conn *wc, apr_time_t now, int engine_output)
         wc->close_deadline = now + ws_conf_close_timeout(wc->conf);
     }
     if (now >= wc->close_deadline) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c, WSLOGNO(00026) "closing handshake "
+        WS_CONN_LOG(APLOG_DEBUG, 0, wc, WSLOGNO(00026) "closing handshake "
                       "with %s timed out", wc->client_ip);
         return 1;
     }
@@ -472,13 +555,13 @@ void ws_conn_close_for_stop(ws_conn *wc)
 
 void ws_conn_abort(ws_conn *wc, apr_status_t why, const char *what)
 {
-    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, why, wc->c,
+    WS_CONN_LOG(APLOG_DEBUG, why, wc,
                   WSLOGNO(00027) "WebSocket from %s ended without a closing handshake: %s",
                   wc->client_ip, what);
     wc->peer_closed = 1;
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     wc->close_queued = 1;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
 }
 
 /* on_close's code: the peer's Close, else why the module failed the
@@ -501,11 +584,11 @@ void ws_conn_finish(ws_conn *wc)
     ws_out_frame *unsent;
     apr_size_t dropped;
 
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     wc->finished = 1;
     wc->close_queued = 1;
     dropped = ws_conn_drop_queue_locked(wc, &unsent);
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     ws_out_frames_free(unsent);
     ws_mem_add(wc, -(apr_off_t)dropped);
     /* Its topics first: no publish may reach it from now on. */
@@ -519,7 +602,7 @@ void ws_conn_finish(ws_conn *wc)
     ws_limits_release(wc->limit_hold);
     /* Any thread (a slow plugin's on_disconnect runs on a dispatch
      * thread): the connection's log, not the request's pool. */
-    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,
+    WS_CONN_LOG(APLOG_DEBUG, 0, wc,
                   WSLOGNO(00028) "WebSocket closed after %" APR_UINT64_T_FMT " messages in, %"
                   APR_UINT64_T_FMT " out", wc->msgs_in, wc->msgs_out);
 }

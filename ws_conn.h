@@ -27,12 +27,32 @@
 #include "apr_thread_mutex.h"
 #include "apr_portable.h"
 
+#include <pthread.h>
+
 #include "websocket_plugin.h"
 #include "ws_deflate.h"
 #include "ws_frame.h"
 
 #include "ws_config.h"
 #include "ws_stats.h"
+
+/* A line about the connection: through its conn_rec while it has one
+ * (the error log then names the client and the connection), else through
+ * its server, naming the client as ap_log_cerror does (a detached
+ * connection: ws_detach.c). */
+#define WS_CONN_LOG(level, status, wc, fmt, ...)                         \
+    do {                                                                 \
+        if ((wc)->c) {                                                   \
+            ap_log_cerror(APLOG_MARK, level, status, (wc)->c, fmt,       \
+                          ##__VA_ARGS__);                                \
+        }                                                                \
+        else {                                                           \
+            ap_log_error(APLOG_MARK, level, status, (wc)->s,             \
+                         "[client %s] " fmt,                             \
+                         (wc)->log_client ? (wc)->log_client : "-",      \
+                         ##__VA_ARGS__);                                 \
+        }                                                                \
+    } while (0)
 
 /* ---- engines ---- */
 
@@ -127,11 +147,27 @@ static APR_INLINE apr_interval_time_t ws_coarse_resolution(void)
  * not keep the memory of its largest message. */
 #define WS_KEEP_BUFFER_MAX  (64 * 1024)
 
+/* A table copied out of a pool (ws_detach.c): the request's headers, for
+ * header_get, and what a detached connection keeps for its log line. */
+typedef struct ws_table ws_table;
+/* What a detached connection keeps of its request (ws_detach.c). */
+typedef struct ws_detached ws_detached;
+
 struct _WebSocketState {
+    /* NULL once the connection is detached from Apache's pools
+     * (ws_detach.c): r_late is then what request() rebuilt. */
     request_rec *r;
     conn_rec *c;
     server_rec *s;                   /* outlives r: for logs from any thread */
-    const ws_dir_conf *conf;
+    const ws_dir_conf *conf;         /* &conf_copy */
+    ws_dir_conf conf_copy;           /* outlives the request's merge */
+    ws_table *params;                /* WebSocketParam's, copied */
+    ws_table *headers_in;            /* the handshake's, copied */
+    ws_detached *detached;           /* set once detached */
+    const char *log_client;          /* detached: "ip:port" for logs */
+    request_rec *r_late;             /* request() after detaching */
+    int request_taken;               /* under lock: request() was called */
+    struct ws_owned *owned;          /* strings malloc'd for it */
     WebSocketPlugin *plugin;
     void *plugin_private;
     WebSocketServer server;          /* what the plugin sees */
@@ -160,12 +196,13 @@ struct _WebSocketState {
      * under send_lock by whichever thread sends; the inflating side by the
      * engine thread only. */
     ws_deflate_ctx *deflate;
-    apr_thread_mutex_t *send_lock;   /* compress and queue, atomically */
+    pthread_mutex_t send_lock;       /* compress and queue, atomically */
     ws_deflate_buf deflated;         /* under send_lock */
     ws_deflate_buf inflated;         /* engine thread */
 
     /* Shared with sending threads, under lock. */
-    apr_thread_mutex_t *lock;
+    pthread_mutex_t lock;
+    int locks_made;
     ws_out_frame *out_head, *out_tail;
     apr_size_t out_bytes;            /* queued, not yet handed to engine */
     apr_size_t out_control_bytes;    /* of which control frames */
@@ -242,6 +279,15 @@ ws_conn *ws_conn_create(request_rec *r, const ws_dir_conf *conf,
                         apr_array_header_t *protocols,
                         const ws_deflate_params *deflate,
                         const char *extensions);
+
+/* Memory the connection frees when it goes (ws_conn_release): what it
+ * keeps for plugins outside Apache's pools.  NULL when memory runs out. */
+void *ws_conn_alloc(ws_conn *wc, size_t size);
+const char *ws_conn_strdup(ws_conn *wc, const char *s);
+
+/* Frees the connection and what it holds: a cleanup of the connection's
+ * pool, unless the async engine detached it from that pool. */
+apr_status_t ws_conn_release(void *wc);
 
 /* Runs the plugin's on_connect; 0 when the plugin refused (then nothing
  * it queued is sent, and the engine has let go of the connection). */

@@ -310,7 +310,7 @@ static void peer_sent_close(ws_conn *wc, ws_event *ev)
     memcpy(raw, ev->data, ev->len);
     raw[ev->len] = '\0';
     ap_escape_errorlog_item(reason, raw, sizeof(reason));
-    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, wc->c,
+    WS_CONN_LOG(APLOG_DEBUG, 0, wc,
                   WSLOGNO(00029) "peer closed the WebSocket with %u%s%s",
                   (unsigned)ev->close_code, ev->len ? ": " : "", reason);
     wc->peer_closed = 1;

@@ -89,6 +89,9 @@ int ws_io_try_direct(ws_io *io)
 {
     conn_rec *c = io->c;
 
+    if (io->direct) {
+        return 1;                /* and c may be gone (ws_detach.c) */
+    }
     /* A socket of our own from here on: no write may wait for it.  (The
      * filters' non-blocking reads set this themselves; the writes of the
      * core output filter and mod_ssl's close_notify do not.) */
@@ -109,8 +112,34 @@ int ws_io_try_direct(ws_io *io)
         return 0;
     }
     io->direct = 1;
-    io->sock = ap_get_conn_socket(c);
     return 1;
+}
+
+void ws_io_detach(ws_io *io, int fd)
+{
+    io->fd = fd;
+    io->c = NULL;
+    io->in = io->out = NULL;
+}
+
+static void count_in(ws_io *io, apr_size_t len)
+{
+    if (!io->c) {
+        io->bytes_in += (apr_off_t)len;
+    }
+    else if (logio_add_bytes_in) {
+        logio_add_bytes_in(io->c, (apr_off_t)len);
+    }
+}
+
+static void count_out(ws_io *io, apr_size_t len)
+{
+    if (!io->c) {
+        io->bytes_out += (apr_off_t)len;
+    }
+    else if (logio_add_bytes_out) {
+        logio_add_bytes_out(io->c, (apr_off_t)len);
+    }
 }
 
 /* ---- reading ---- */
@@ -174,9 +203,7 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
             return APR_EOF;
         }
         len = (apr_size_t)got;
-        if (logio_add_bytes_in) {
-            logio_add_bytes_in(io->c, (apr_off_t)len);
-        }
+        count_in(io, len);
         wc->stats.bytes_in += len;
         done += len;
         if ((rv = ws_conn_feed_input(wc, scratch, len)) != APR_SUCCESS) {
@@ -337,8 +364,8 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
         rv = sent >= 0 ? APR_SUCCESS
            : would_block() ? APR_EAGAIN : APR_FROM_OS_ERROR(errno);
         written = sent > 0 ? (apr_size_t)sent : 0;
-        if (written && logio_add_bytes_out) {
-            logio_add_bytes_out(io->c, (apr_off_t)written);
+        if (written) {
+            count_out(io, written);
         }
         advance_sending(io, written);
         done += written;
@@ -460,26 +487,34 @@ apr_status_t ws_io_write(ws_io *io, apr_size_t budget)
 
 int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
 {
-    apr_size_t n = len;
+    struct iovec vec;
+    apr_size_t n;
+    ssize_t sent;
 
     if (!io->direct || io->sent) {
         return 0;
     }
-    return apr_socket_send(io->sock, (const char *)frame, &n) == APR_SUCCESS
-           && n == len;
+    vec.iov_base = (void *)frame;
+    vec.iov_len = len;
+    sent = sock_sendv(io->fd, &vec, 1);
+    if (sent <= 0) {
+        return 0;
+    }
+    n = (apr_size_t)sent;
+    count_out(io, n);
+    return n == len;
 }
 
 ws_io_peer_state ws_io_peek_peer(ws_io *io)
 {
-    apr_os_sock_t fd;
     char byte;
     ssize_t n;
 
-    if (!io->direct || apr_os_sock_get(&fd, io->sock) != APR_SUCCESS) {
+    if (!io->direct) {
         return WS_IO_PEER_UNKNOWN;
     }
     do {
-        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        n = recv(io->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     if (n > 0) {
         return WS_IO_PEER_DATA_WAITS;
@@ -492,7 +527,7 @@ ws_io_peer_state ws_io_peek_peer(ws_io *io)
 
 int ws_io_output_pending(const ws_io *io)
 {
-    return io->sending || io->c->data_in_output_filters;
+    return io->sending || (io->c && io->c->data_in_output_filters);
 }
 
 void ws_io_discard(ws_io *io, int keep_partial)
@@ -516,7 +551,9 @@ void ws_io_discard(ws_io *io, int keep_partial)
         unwritten += f->len - (f == drop ? skip : 0);
     }
     ws_out_frames_free(drop);
-    apr_brigade_cleanup(io->out);
-    apr_brigade_cleanup(io->in);
+    if (io->c) {
+        apr_brigade_cleanup(io->out);
+        apr_brigade_cleanup(io->in);
+    }
     ws_conn_output_written(io->wc, unwritten);
 }

@@ -32,8 +32,10 @@ typedef struct ws_io {
     int direct;                  /* socket I/O (see above) */
     int blocking_writes;         /* HTTP/2 streams: no POLLOUT, writes
                                     wait in mod_http2 */
-    apr_socket_t *sock;          /* direct mode */
-    int fd;                      /* direct mode: sock's descriptor */
+    int fd;                      /* direct mode: the socket's descriptor */
+    /* Detached (io->c NULL, ws_detach.c): mod_logio's counts are kept
+     * here until the access log is written. */
+    apr_off_t bytes_in, bytes_out;
     apr_bucket_brigade *in;      /* filter mode: what a read returned */
     apr_bucket_brigade *out;     /* filter mode: the chunk being passed */
     ws_out_frame *sending;       /* frames taken, being written */
@@ -87,6 +89,10 @@ void ws_io_discard(ws_io *io, int keep_partial);
 /* A last frame (a Close on a hard stop), written at once when the socket
  * is ours alone and no frame is half written; 1 when it went out. */
 int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len);
+
+/* The connection's pool is going (ws_detach.c): direct mode goes on with
+ * fd alone, and counts the bytes itself. */
+void ws_io_detach(ws_io *io, int fd);
 
 /* child_init: mod_logio's counters, for direct mode. */
 void ws_io_child_init(void);

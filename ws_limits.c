@@ -13,6 +13,7 @@
  * many addresses come and go from filling with tombstones.
  */
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -287,6 +288,18 @@ static apr_status_t release_at_pool_end(void *data)
 
     ws_limits_release(hold);
     return APR_SUCCESS;
+}
+
+ws_limit_hold *ws_limits_keep(ws_limit_hold *hold, apr_pool_t *request_pool)
+{
+    ws_limit_hold *kept = malloc(sizeof(*kept));
+
+    if (!kept) {
+        return NULL;
+    }
+    apr_pool_cleanup_kill(request_pool, hold, release_at_pool_end);
+    memcpy(kept, hold, sizeof(*kept));
+    return kept;
 }
 
 /* Where WebSocketMaxConnections was set: its server's name and port and

@@ -36,4 +36,10 @@ int ws_limits_admit(request_rec *r, const ws_dir_conf *conf,
 /* The connection ended: its place is free; any thread, idempotent. */
 void ws_limits_release(ws_limit_hold *hold);
 
+/* A connection about to outlive its pools (ws_detach.c): a malloc'd copy
+ * of hold, which the request's end no longer releases; the caller frees
+ * it with free() after ws_limits_release.  NULL when out of memory (hold
+ * is then untouched). */
+ws_limit_hold *ws_limits_keep(ws_limit_hold *hold, apr_pool_t *request_pool);
+
 #endif /* WS_LIMITS_H */

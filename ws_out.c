@@ -206,7 +206,7 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
 {
     int rc = WEBSOCKET_ECLOSED, overflow_now = 0, control = head->is_control;
 
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     if (!wc->close_queued && !wc->finished) {
         if (!control && wc->out_open_message && !(how & QUEUE_PIECE)) {
             rc = WEBSOCKET_EBUSY;
@@ -242,7 +242,7 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
             wc->engine->wake(wc);
         }
     }
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
 
     if (rc == WEBSOCKET_OK) {
         /* Outside the lock: passing WebSocketMemoryLimit sheds
@@ -355,7 +355,7 @@ static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
     apr_size_t total = 0;
     int rc = WEBSOCKET_ENOMEM;
 
-    apr_thread_mutex_lock(wc->send_lock);
+    pthread_mutex_lock(&wc->send_lock);
     if (wc->out_open_message) {
         rc = WEBSOCKET_EBUSY;            /* the deflater is the piece's */
     }
@@ -373,7 +373,7 @@ static int send_compressed(ws_conn *wc, int opcode, const uint8_t *data,
         }
         trim_deflated(wc);
     }
-    apr_thread_mutex_unlock(wc->send_lock);
+    pthread_mutex_unlock(&wc->send_lock);
     return rc;
 }
 
@@ -436,17 +436,17 @@ int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
     if ((opcode != WS_OP_TEXT && opcode != WS_OP_BINARY) || len > wc->out_limit) {
         return len > wc->out_limit ? WEBSOCKET_ETOOBIG : WEBSOCKET_EINVAL;
     }
-    apr_thread_mutex_lock(wc->send_lock);
+    pthread_mutex_lock(&wc->send_lock);
     first = !wc->out_open_message;
     if (!first && opcode != wc->out_piece_opcode) {
-        apr_thread_mutex_unlock(wc->send_lock);
+        pthread_mutex_unlock(&wc->send_lock);
         return WEBSOCKET_EINVAL;
     }
     utf8 = first ? WS_UTF8_ACCEPT : wc->out_piece_utf8;
     if (opcode == WS_OP_TEXT) {
         utf8 = ws_utf8_feed(utf8, data, len);
         if (utf8 == WS_UTF8_REJECT || (final && utf8 != WS_UTF8_ACCEPT)) {
-            apr_thread_mutex_unlock(wc->send_lock);
+            pthread_mutex_unlock(&wc->send_lock);
             return WEBSOCKET_EINVAL;
         }
     }
@@ -458,7 +458,7 @@ int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
                                        &wc->deflated);
         if (st != WS_DEFLATE_OK) {
             compression_failed(wc, st);
-            apr_thread_mutex_unlock(wc->send_lock);
+            pthread_mutex_unlock(&wc->send_lock);
             return WEBSOCKET_ENOMEM;
         }
         data = wc->deflated.data;
@@ -479,7 +479,7 @@ int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
     if (wc->deflate) {
         trim_deflated(wc);
     }
-    apr_thread_mutex_unlock(wc->send_lock);
+    pthread_mutex_unlock(&wc->send_lock);
     return rc;
 }
 
@@ -495,7 +495,7 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
         return;
     }
     flen = f->len;
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     if (wc->close_queued || wc->finished) {
         free(f);
         f = NULL;
@@ -508,7 +508,7 @@ void ws_conn_close(ws_conn *wc, uint16_t code, const char *reason)
         wc->close_code_sent = code ? code : WS_CLOSE_NO_STATUS;
         wc->engine->wake(wc);
     }
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     if (f) {
         /* f may be written and freed by now: only its size is used. */
         ws_mem_add(wc, (apr_off_t)flen);
@@ -536,14 +536,14 @@ ws_out_frame *ws_conn_take_output(ws_conn *wc)
     if (!__atomic_load_n(&wc->out_head, __ATOMIC_ACQUIRE)) {
         return NULL;
     }
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     head = wc->out_head;
     __atomic_store_n(&wc->out_head, NULL, __ATOMIC_RELAXED);
     wc->out_tail = NULL;
     /* Still held, by the engine now: still counted. */
     add_engine_bytes(wc, wc->out_bytes, 1);
     wc->out_bytes = wc->out_control_bytes = 0;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     return head;
 }
 
@@ -562,13 +562,13 @@ int ws_conn_take_drain(ws_conn *wc)
     if (!__atomic_load_n(&wc->drain_armed, __ATOMIC_RELAXED)) {
         return 0;
     }
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     if (wc->drain_armed && !wc->close_queued
         && data_held_locked(wc) <= wc->out_limit / 4) {
         wc->drain_armed = 0;
         drained = 1;
     }
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     return drained;
 }
 
@@ -582,9 +582,9 @@ apr_size_t ws_conn_queued(ws_conn *wc)
 {
     apr_size_t held;
 
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     held = wc->out_bytes + __atomic_load_n(&wc->engine_bytes, __ATOMIC_RELAXED);
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     return held;
 }
 
@@ -610,7 +610,7 @@ void ws_conn_shed(ws_conn *wc)
     apr_size_t bytes = 0, close_len = close ? close->len : 0;
     int shed_now = 0;
 
-    apr_thread_mutex_lock(wc->lock);
+    pthread_mutex_lock(&wc->lock);
     if (!wc->finished && !wc->shed) {
         wc->shed = shed_now = 1;
         bytes = ws_conn_drop_queue_locked(wc, &dropped);
@@ -624,7 +624,7 @@ void ws_conn_shed(ws_conn *wc)
         }
         wc->engine->wake(wc);
     }
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     free(close);
     ws_out_frames_free(dropped);
     if (shed_now) {

@@ -180,10 +180,8 @@ void ws_stats_conn_end(ws_conn *wc)
     st->open_gauge = -1;
 }
 
-void ws_stats_log_notes(ws_conn *wc)
+void ws_stats_log_notes(ws_conn *wc, request_rec *r)
 {
-    request_rec *r = wc->r;
-
     apr_table_setn(r->notes, "websocket-close-code",
                    apr_psprintf(r->pool, "%u", ws_stats_close_code(wc)));
     apr_table_setn(r->notes, "websocket-messages-in",

@@ -96,9 +96,10 @@ void ws_stats_conn_end(struct _WebSocketState *wc);
 unsigned int ws_stats_close_code(const struct _WebSocketState *wc);
 
 /* The engine's thread, before the access log line is written: the
- * request's notes websocket-close-code, websocket-messages-in and -out,
+ * notes of r (the handshake's request, or the one a detached connection
+ * rebuilds for its log line): websocket-close-code, -messages-in and -out,
  * websocket-bytes-in and -out (for %{...}n in LogFormat). */
-void ws_stats_log_notes(struct _WebSocketState *wc);
+void ws_stats_log_notes(struct _WebSocketState *wc, request_rec *r);
 
 /* post_config: counting starts when mod_status is loaded; the shared
  * memory's room is asked for before ws_shm_post_config. */

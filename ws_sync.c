@@ -270,7 +270,7 @@ static int sync_run(ws_conn *wc)
     ws_conn_finish(wc);
     stop_holding_signals(loop);
     /* The access log line is written when the handler returns. */
-    ws_stats_log_notes(wc);
+    ws_stats_log_notes(wc, wc->r);
     return DONE;
 }
 
@@ -293,12 +293,12 @@ static void end_at_hard_stop(ws_conn *wc)
     int finished, closing;
 
     if (wc->engine != &ws_engine_sync || !loop
-        || apr_thread_mutex_trylock(wc->lock) != APR_SUCCESS) {
+        || pthread_mutex_trylock(&wc->lock) != 0) {
         return;
     }
     finished = wc->finished;
     closing = wc->close_queued;
-    apr_thread_mutex_unlock(wc->lock);
+    pthread_mutex_unlock(&wc->lock);
     if (finished) {
         return;
     }

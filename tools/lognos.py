@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""Log line numbers of mod_websocket (ws_log.h): every ap_log_*error() call
-of the module's sources carries WSLOGNO(nnnnn) in front of its format, and
+"""Log line numbers of mod_websocket (ws_log.h): every ap_log_*error() and
+WS_CONN_LOG() call of the module's sources carries WSLOGNO(nnnnn) in front
+of its format, and
 no number appears twice.
 
     /usr/bin/python3 tools/lognos.py            check; exit 1 on a problem
@@ -18,7 +19,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NEXT = os.path.join(REPO, "tools", "lognos.next")
-CALL = re.compile(r"\bap_log_(?:r|c|p)?error\s*\(")
+CALL = re.compile(r"\b(?:ap_log_(?:r|c|p)?error|WS_CONN_LOG)\s*\(")
 NUMBER = re.compile(r"WSLOGNO\((\d{5})\)")
 
 
