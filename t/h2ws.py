@@ -38,6 +38,22 @@ class H2Error(AssertionError):
     pass
 
 
+class _GracefulH2(h2.connection.H2Connection):
+    """python3-h2 4.1 closes its connection state at a GOAWAY, and then
+    refuses every frame after it, even the DATA of a stream the GOAWAY
+    lets finish (RFC 9113 6.8; python-hyper/h2 issue 1181).  mod_http2's
+    graceful stop sends its GOAWAY before the streams' last frames (our
+    Close 1001), often in the same read: the state is reopened right at
+    the GOAWAY, before the frames that follow it are processed."""
+
+    def _receive_goaway_frame(self, frame):
+        frames, events = super()._receive_goaway_frame(frame)
+        if frame.error_code == 0:
+            self.state_machine.state = \
+                h2.connection.ConnectionState.CLIENT_OPEN
+        return frames, events
+
+
 class H2Stream:
     """One stream, with the part of the socket interface WSClient uses."""
 
@@ -109,7 +125,7 @@ class H2Conn:
                 raise H2Error("ALPN chose %r, not h2"
                               % sock.selected_alpn_protocol())
         self.sock = sock
-        self.h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self.h2 = _GracefulH2(h2.config.H2Configuration(
             client_side=True, header_encoding="utf-8"))
         self.streams = {}
         self.terminated = None        # the GOAWAY event
@@ -177,12 +193,6 @@ class H2Conn:
         elif isinstance(ev, h2.events.ConnectionTerminated):
             if self.terminated != "EOF":
                 self.terminated = ev
-            if ev.error_code == 0:
-                # A graceful GOAWAY lets the streams it covers finish
-                # (RFC 9113 6.8); python3-h2 4.1 would refuse their frames
-                # from here on, so its state machine is told otherwise.
-                self.h2.state_machine.state = \
-                    h2.connection.ConnectionState.CLIENT_OPEN
 
     def ack(self, st, n):
         if n:

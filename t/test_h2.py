@@ -324,3 +324,32 @@ def test_h2websockets_off_is_501(make_httpd):
     h.start()
     with pytest.raises(AssertionError, match="ENABLE_CONNECT_PROTOCOL"):
         H2Conn(h.port)
+
+
+def test_client_reads_streams_after_a_graceful_goaway():
+    """The test client itself (t/h2ws.py): a graceful GOAWAY followed by
+    DATA for a stream it covers, in one read, delivers that DATA (mod_http2
+    sends its GOAWAY before a stopping server's Close frames; stock
+    python3-h2 raised ProtocolError there, failing
+    test_stop_closes_streams_1001 now and then)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    from hyperframe.frame import DataFrame, GoAwayFrame
+    from h2ws import _GracefulH2
+
+    client = _GracefulH2(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(
+        h2.config.H2Configuration(client_side=False))
+    client.initiate_connection()
+    server.initiate_connection()
+    client.send_headers(1, [(":method", "GET"), (":scheme", "http"),
+                            (":authority", "x"), (":path", "/")])
+    server.receive_data(client.data_to_send())
+    server.send_headers(1, [(":status", "200")])
+    client.receive_data(server.data_to_send())
+    goaway = GoAwayFrame(0, last_stream_id=1, error_code=0)
+    data = DataFrame(1, data=b"\x88\x02\x03\xe9")     # a Close 1001
+    events = client.receive_data(goaway.serialize() + data.serialize())
+    got = [e for e in events if isinstance(e, h2.events.DataReceived)]
+    assert len(got) == 1 and got[0].data == b"\x88\x02\x03\xe9", events
