@@ -635,20 +635,40 @@ apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline)
     return detach(ac) < 0 ? now : deadline;
 }
 
+/* The pool each event loop thread rebuilds requests in for their log
+ * lines, cleared after each: a pool of its own per line would map and
+ * unmap its blocks every time, and each munmap in a child of 30 threads
+ * stops the other cores (a storm of closes, or a stop, ends thousands of
+ * detached connections at once).  What a cleared pool keeps on its free
+ * list is bounded; the pool lives as long as the thread's child. */
+#define LOG_POOL_KEEP (64 * 1024)
+
+static __thread apr_pool_t *log_pool;
+
+static apr_pool_t *thread_log_pool(void)
+{
+    if (!log_pool
+        && apr_pool_create_unmanaged_ex(&log_pool, NULL, NULL) == APR_SUCCESS) {
+        apr_allocator_max_free_set(apr_pool_allocator_get(log_pool),
+                                   LOG_POOL_KEEP);
+    }
+    return log_pool;
+}
+
 /* The access log line, from a request rebuilt for it. */
 static void write_log(ws_conn *wc, const ws_io *io, int aborted)
 {
-    apr_pool_t *p;
+    apr_pool_t *p = thread_log_pool();
     request_rec *r;
 
-    if (apr_pool_create_unmanaged_ex(&p, NULL, NULL) != APR_SUCCESS) {
+    if (!p) {
         return;
     }
     r = rebuild(wc, p, io->bytes_in, io->bytes_out);
     r->connection->aborted = aborted;
     ws_stats_log_notes(wc, r);
     ap_run_log_transaction(r);
-    apr_pool_destroy(p);
+    apr_pool_clear(p);
 }
 
 int ws_detach_close(async_conn *ac, ws_conn *wc)

@@ -166,6 +166,7 @@ class Httpd(harness.Httpd):
         # build_dir: the module and echo plugin of another build tree (an
         # older commit built with `make build`), for --baseline.
         self.build_dir = build_dir
+        self.threads_per_child = threads_per_child
         workers = threads_per_child * server_limit
         mpm_conf = """\
 StartServers {start}
@@ -445,6 +446,12 @@ def settled_mem(h, rss0, budget):
 def idle_run(h, work, conns, procs, hold, rate, fid, ping_target=True):
     """Opens conns idle sockets; samples httpd's RSS and threads before and
     once all are open; then one echo on each.  Returns the figures' data."""
+    # A child starts its worker threads one by one after it answers: on a
+    # busy machine "before" would otherwise count threads still starting.
+    wait_for(lambda: all(len(thread_ids(pid)) >= h.threads_per_child
+                         for pid in h.children()),
+             "every child's %d worker threads" % h.threads_per_child,
+             timeout=60)
     rss0, thr0 = httpd_mem(h)
     slab0 = meminfo_kib("Slab")
     ready = os.path.join(work, "ready-%s" % fid)
