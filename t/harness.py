@@ -27,6 +27,20 @@ REPO = os.path.dirname(T_DIR)
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 
+# The event MPM as one child of 25 threads that holds many sockets (the
+# tests that count a child's threads, memory or sockets).
+ONE_CHILD = """
+StartServers 1
+ServerLimit 1
+ThreadLimit 25
+ThreadsPerChild 25
+MaxRequestWorkers 25
+MinSpareThreads 1
+MaxSpareThreads 25
+AsyncRequestWorkerFactor 1000
+MaxConnectionsPerChild 0
+"""
+
 ASAN = os.environ.get("WS_ASAN", "") not in ("", "0")
 # WS_BUILD_DIR: test another build tree laid out like the repo's.
 BUILD = os.environ.get("WS_BUILD_DIR") or (

@@ -30,17 +30,7 @@ AsyncRequestWorkerFactor 1000
 MaxConnectionsPerChild 0
 """
 
-ONE_CHILD = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 25
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+ONE_CHILD = harness.ONE_CHILD
 
 
 def loc(path, so, init, extra=""):

@@ -16,17 +16,7 @@ from wsraw import (WSClient, build_frame, close_payload, wait_for, OP_CLOSE,
 WARNING = "its messages now run on the dispatch threads"
 TAKEN_OVER = "a new thread serves its other connections"
 
-ONE_CHILD = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 25
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+ONE_CHILD = harness.ONE_CHILD
 
 
 def slow_conf(h):

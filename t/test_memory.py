@@ -11,17 +11,7 @@ import harness
 from conftest import ws_location
 from wsraw import WSClient, open_many, wait_until
 
-ONE_CHILD = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 25
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+ONE_CHILD = harness.ONE_CHILD
 
 MIB = 1024 * 1024
 

@@ -18,16 +18,7 @@ from wsraw import OP_PING, OP_PONG, OP_TEXT
 
 V2 = harness.test_plugin_so("v2probe")
 COUNT = 400
-ONE_CHILD = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 25
-MaxConnectionsPerChild 0
-"""
+ONE_CHILD = harness.ONE_CHILD
 
 
 def batch_conf(h):
