@@ -27,19 +27,25 @@ REPO = os.path.dirname(T_DIR)
 APACHE = "/usr/sbin/apache2"
 MODDIR = "/usr/lib/apache2/modules"
 
-# The event MPM as one child of 25 threads that holds many sockets (the
-# tests that count a child's threads, memory or sockets).
-ONE_CHILD = """
+
+def one_child(threads=25):
+    """The event MPM as one child of `threads` worker threads that may hold
+    many sockets (the tests that count a child's threads, memory or
+    sockets, or need every connection in one process)."""
+    return """
 StartServers 1
 ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
+ThreadLimit {n}
+ThreadsPerChild {n}
+MaxRequestWorkers {n}
 MinSpareThreads 1
-MaxSpareThreads 25
+MaxSpareThreads {n}
 AsyncRequestWorkerFactor 1000
 MaxConnectionsPerChild 0
-"""
+""".format(n=threads)
+
+
+ONE_CHILD = one_child()
 
 ASAN = os.environ.get("WS_ASAN", "") not in ("", "0")
 # WS_BUILD_DIR: test another build tree laid out like the repo's.

@@ -18,17 +18,7 @@ pytestmark = pytest.mark.slow
 
 # One child process with 4 worker threads; suspended WebSockets count
 # against the child's capacity (ThreadsPerChild + idle workers x factor).
-ONE_CHILD_4_THREADS = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 4
-ThreadsPerChild 4
-MaxRequestWorkers 4
-MinSpareThreads 1
-MaxSpareThreads 4
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+ONE_CHILD_4_THREADS = harness.one_child(4)
 
 ONE_CHILD = harness.ONE_CHILD
 

@@ -671,15 +671,7 @@ def test_sync_engine(make_httpd, mpm):
 
 # ---- many programs -------------------------------------------------------------------
 
-SCALE_MPM = """
-StartServers 1
-ServerLimit 1
-ThreadsPerChild 25
-ThreadLimit 25
-MaxRequestWorkers 25
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+SCALE_MPM = harness.ONE_CHILD
 
 
 def scale_conf(h):

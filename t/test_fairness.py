@@ -11,22 +11,13 @@ import time
 
 import pytest
 
+import harness
 from conftest import ws_location
 from wsraw import wait_until
 
 websockets = pytest.importorskip("websockets")
 
-ONE_LOOP = """
-StartServers 1
-ServerLimit 1
-ThreadLimit 25
-ThreadsPerChild 25
-MaxRequestWorkers 25
-MinSpareThreads 1
-MaxSpareThreads 25
-AsyncRequestWorkerFactor 1000
-MaxConnectionsPerChild 0
-"""
+ONE_LOOP = harness.ONE_CHILD
 
 def words(size, seed=7):
     """Text that compresses about 2.4:1, like real JSON or logs: zlib takes
