@@ -86,5 +86,9 @@ def test_innocent_echo_while_others_stream_compressed(make_httpd):
     echoed = echoed.value
     assert echoed >= 4, "the abusers' messages hardly went through"
     worst = max(lat)
-    assert worst < 0.1, "an innocent 32-byte echo took %.3f s (p50 %.4f)" % (
+    # Under ASan the loop's bounded slices run 2-3 times slower (a worst
+    # case of 104 ms was seen on a loaded machine); the stall this guards
+    # against took 2.1 s, and the plain build keeps the tight bound.
+    bound = 0.25 if harness.ASAN else 0.1
+    assert worst < bound, "an innocent 32-byte echo took %.3f s (p50 %.4f)" % (
         worst, sorted(lat)[len(lat) // 2])
