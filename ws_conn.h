@@ -83,6 +83,11 @@ typedef struct ws_engine {
      * more on this thread. */
     void (*call_begin)(ws_conn *wc, const char *what);
     int (*call_end)(ws_conn *wc);
+    /* Optional: wake for n connections at once (a topic's subscribers),
+     * without their locks, from a thread that keeps them from being freed
+     * until it returns (the topics' reader, under their lock: a
+     * connection leaves its topics before its engine lets it go). */
+    void (*wake_many)(ws_conn *const *wcs, size_t n);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
@@ -109,6 +114,11 @@ typedef struct ws_out_frame {
     ws_shared_frame *shared;   /* the bytes are its, when set */
     unsigned char is_close;
     unsigned char is_control;
+    /* The connection's own node for a shared frame (ws_conn.topic_node):
+     * freeing it only marks it free again (in_use, atomic), so that a
+     * subscriber that keeps up costs no allocation per delivery. */
+    unsigned char embedded;
+    unsigned char in_use;
     uint8_t bytes[1];          /* frame header and payload, len bytes */
 } ws_out_frame;
 
@@ -219,6 +229,7 @@ struct _WebSocketState {
     int drain_armed;                 /* on_drain when the queue empties */
     unsigned int close_code_sent;    /* our Close's code, 0 before it */
     apr_time_t last_data_out;        /* atomic: a data message queued */
+    ws_out_frame topic_node;         /* queues a shared frame, when free */
     apr_size_t frag_size;            /* WebSocketFragmentSize, 0: off */
     /* send_fragment's message, under send_lock. */
     int out_piece_opcode;
@@ -339,6 +350,19 @@ int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
  * takes a reference.  A full queue gives WEBSOCKET_EFULL and nothing
  * more: the caller applies its own policy. */
 int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf);
+/* Connections whose engines' wake-ups wait to be made together. */
+typedef struct ws_wake_batch {
+    ws_conn **conns;
+    size_t count, cap;
+} ws_wake_batch;
+/* ws_conn_queue_shared for a thread that queues to many connections: an
+ * engine with wake_many is woken by ws_conn_wake_batch, which the caller
+ * must call while it still keeps the connections from being freed;
+ * others at once. */
+int ws_conn_queue_shared_batched(ws_conn *wc, ws_shared_frame *sf,
+                                 ws_wake_batch *wb);
+void ws_conn_wake_batch(ws_wake_batch *wb);
+void ws_wake_batch_free(ws_wake_batch *wb);
 /* The same for a message of its own (a topic's message for one
  * subscriber): queued whole if it fits, else WEBSOCKET_EFULL. */
 int ws_conn_offer_message(ws_conn *wc, int opcode, const uint8_t *data,
