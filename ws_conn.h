@@ -98,13 +98,19 @@ void ws_sync_child_stopping(int graceful);
 
 /* ---- the connection ---- */
 
-/* One frame for many connections: a topic's message, made once. */
+/* One frame for many connections: a topic's message, made once.  The
+ * thread that makes it is the one that hands it to connections (the
+ * topics' reader); it takes their references in bulk (spare), so that
+ * the engines that release them, on other cores, do not pull the line it
+ * reads for every connection away from it, nor it theirs. */
 typedef struct ws_shared_frame {
+    size_t len;                /* of bytes: headers and payloads */
+    size_t payload_len;
+    apr_uint32_t spare;        /* its maker's references, not handed out */
+    char apart[64];            /* what follows is the engines' line */
     apr_uint32_t refs;         /* atomic */
     apr_uint32_t messages;     /* whole messages in bytes: 1, or more
                                   when several were joined */
-    size_t len;                /* of bytes: headers and payloads */
-    size_t payload_len;
     uint8_t bytes[1];
 } ws_shared_frame;
 
@@ -346,19 +352,17 @@ size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
 /* A piece of a message sent in pieces (send_fragment). */
 int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
                        size_t len, int final);
-/* Queues a frame shared with other connections (a topic's message); it
- * takes a reference.  A full queue gives WEBSOCKET_EFULL and nothing
- * more: the caller applies its own policy. */
-int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf);
 /* Connections whose engines' wake-ups wait to be made together. */
 typedef struct ws_wake_batch {
     ws_conn **conns;
     size_t count, cap;
 } ws_wake_batch;
-/* ws_conn_queue_shared for a thread that queues to many connections: an
- * engine with wake_many is woken by ws_conn_wake_batch, which the caller
- * must call while it still keeps the connections from being freed;
- * others at once. */
+/* Queues a frame shared with other connections (a topic's message), from
+ * the thread that made it; it takes a reference.  A full queue gives
+ * WEBSOCKET_EFULL and nothing more: the caller applies its own policy.
+ * An engine with wake_many is woken by ws_conn_wake_batch, which the
+ * caller must call while it still keeps the connections from being
+ * freed; others at once (wb NULL: all at once). */
 int ws_conn_queue_shared_batched(ws_conn *wc, ws_shared_frame *sf,
                                  ws_wake_batch *wb);
 void ws_conn_wake_batch(ws_wake_batch *wb);
@@ -374,7 +378,10 @@ ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
  * write for each subscriber).  NULL when out of memory. */
 ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
                                       size_t count);
+/* An engine's reference, once written. */
 void ws_shared_frame_release(ws_shared_frame *sf);
+/* Its maker's own reference, and the spare ones. */
+void ws_shared_frame_drop(ws_shared_frame *sf);
 /* Bytes held for sending: queued, or taken and not yet written. */
 apr_size_t ws_conn_queued(ws_conn *wc);
 

@@ -84,6 +84,7 @@ ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
         return NULL;
     }
     sf->refs = 1;
+    sf->spare = 0;
     sf->messages = 1;
     sf->len = hlen + len;
     sf->payload_len = len;
@@ -110,6 +111,7 @@ ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
         return NULL;
     }
     sf->refs = 1;
+    sf->spare = 0;
     sf->messages = messages;
     sf->len = len;
     sf->payload_len = payload;
@@ -123,6 +125,27 @@ ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
 void ws_shared_frame_release(ws_shared_frame *sf)
 {
     if (sf && __atomic_sub_fetch(&sf->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(sf);
+    }
+}
+
+/* References its maker takes at once: one locked instruction for so many
+ * connections. */
+#define SHARED_SPARE_REFS  4096
+
+static void shared_frame_take_ref(ws_shared_frame *sf)
+{
+    if (!sf->spare) {
+        __atomic_add_fetch(&sf->refs, SHARED_SPARE_REFS, __ATOMIC_RELAXED);
+        sf->spare = SHARED_SPARE_REFS;
+    }
+    sf->spare--;
+}
+
+void ws_shared_frame_drop(ws_shared_frame *sf)
+{
+    if (sf && __atomic_sub_fetch(&sf->refs, 1 + sf->spare,
+                                 __ATOMIC_ACQ_REL) == 0) {
         free(sf);
     }
 }
@@ -318,18 +341,13 @@ int ws_conn_queue_shared_batched(ws_conn *wc, ws_shared_frame *sf,
     else {
         return WEBSOCKET_ENOMEM;
     }
-    __atomic_add_fetch(&sf->refs, 1, __ATOMIC_RELAXED);
+    shared_frame_take_ref(sf);
     f->next = NULL;
     f->shared = sf;
     f->len = sf->len;
     f->is_close = f->is_control = 0;
     return queue_frames_waking(wc, f, f->len, sf->payload_len, QUEUE_OFFER,
                                wb);
-}
-
-int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf)
-{
-    return ws_conn_queue_shared_batched(wc, sf, NULL);
 }
 
 void ws_conn_wake_batch(ws_wake_batch *wb)
