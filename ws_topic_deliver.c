@@ -33,8 +33,11 @@ APLOG_USE_MODULE(websocket);
 
 /* A batch: what the reader takes from the ring in one go, when
  * publishes come faster than it delivers (at most so many records, and
- * so many payload bytes unless one record alone is larger). */
-#define BATCH_RECORDS  64
+ * so many payload bytes unless one record alone is larger).  Its work per
+ * subscriber is per batch: a saturated child (a loop turn over thousands
+ * of subscribers takes a few hundred milliseconds) takes hundreds of
+ * small messages at a time. */
+#define BATCH_RECORDS  512
 #define BATCH_BYTES    (256 * 1024)
 
 typedef struct batch {
