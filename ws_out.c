@@ -272,7 +272,11 @@ static int queue_frames_waking(ws_conn *wc, ws_out_frame *head,
              * connection between our enqueue and this wake-up; a batch's
              * caller keeps it alive until the batch's wake-up. */
             if (wb) {
-                wb->conns[wb->count++] = wc;
+                /* A subscriber that gets a run message by message is
+                 * there once. */
+                if (!wb->count || wb->conns[wb->count - 1] != wc) {
+                    wb->conns[wb->count++] = wc;
+                }
             }
             else {
                 wc->engine->wake(wc);
