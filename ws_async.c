@@ -200,6 +200,52 @@ static void async_wake(ws_conn *wc)
     }
 }
 
+/* The topics' reader, for a run's subscribers: one lock of each loop for
+ * all of its connections (consecutive ones share a loop), and one wake-up
+ * per loop that had none coming. */
+static void async_wake_many(ws_conn *const *wcs, size_t n)
+{
+    ws_loop *locked = NULL;
+    uint64_t to_wake = 0;            /* loops by index (at most 64) */
+    size_t i;
+    int k;
+
+    for (i = 0; i < n; i++) {
+        async_conn *ac = wcs[i]->engine_data;
+
+        /* Thousands, not in the caches: fetched ahead (the connection two
+         * ahead, and the next one's async_conn, which it points to). */
+        if (i + 2 < n) {
+            __builtin_prefetch(&wcs[i + 2]->engine_data);
+        }
+        if (i + 1 < n) {
+            const async_conn *next = wcs[i + 1]->engine_data;
+
+            __builtin_prefetch(&next->loop);
+            __builtin_prefetch(&next->dirty_link);
+        }
+        if (ac->loop != locked) {
+            if (locked) {
+                apr_thread_mutex_unlock(locked->lock);
+            }
+            locked = ac->loop;
+            apr_thread_mutex_lock(locked->lock);
+        }
+        if (!ac->on_dirty) {
+            ws_loop_push_dirty_locked(locked, ac);
+            to_wake |= (uint64_t)1 << locked->index;
+        }
+    }
+    if (locked) {
+        apr_thread_mutex_unlock(locked->lock);
+    }
+    for (k = 0; k < ws_loop_count; k++) {
+        if ((to_wake & ((uint64_t)1 << k)) && !ws_loop_is_mine(&ws_loops[k])) {
+            ws_loop_wakeup(&ws_loops[k]);
+        }
+    }
+}
+
 const ws_engine ws_engine_async = {
     "async",
     async_attach,
@@ -208,7 +254,8 @@ const ws_engine ws_engine_async = {
     async_dispatch,
     async_detach,
     async_call_begin,
-    async_call_end
+    async_call_end,
+    async_wake_many
 };
 
 /* suspend_connection hook, on the worker thread that ran the handler. */

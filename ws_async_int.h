@@ -93,6 +93,7 @@ struct async_conn {
     int disconnect_dispatched;       /* loop thread: on_disconnect is queued
                                         for a dispatch thread */
     ws_timer timer;                  /* loop thread: next deadline */
+    int timer_unset;                 /* loop thread: the heap had no room */
     apr_time_t linger_until;
     /* The MPM's worker that handed the connection over, and its status in
      * the scoreboard then; the connection's pool is freed only once that

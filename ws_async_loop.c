@@ -125,9 +125,11 @@ void ws_loop_schedule(async_conn *ac, apr_time_t at)
     }
     else if (at != ac->timer.at || !ac->timer.index) {
         /* Out of memory only delays this connection's timers to the next
-         * time it is served. */
-        ws_timer_set(&ac->loop->timers, &ac->timer, at);
+         * time it is served (in full: timer_unchanged). */
+        ac->timer_unset = ws_timer_set(&ac->loop->timers, &ac->timer, at) != 0;
+        return;
     }
+    ac->timer_unset = 0;
 }
 
 static uint32_t epoll_events_of(apr_int16_t want)
@@ -333,31 +335,52 @@ static void watch_departure(async_conn *ac)
     }
 }
 
+/* Why a connection is served: its socket is readable (or input waits
+ * in the filters), or its timer fired (its deadlines are set again);
+ * neither: output was queued for it, or its socket became writable. */
+#define SERVE_READ   1
+#define SERVE_TIMER  2
+
+/* Whether a service leaves the connection's timer as it was: its
+ * deadlines move with input, timers and closing, and one that detached
+ * (or never will) is not judged again.  So the service a topic's
+ * subscriber gets every turn to write what was queued costs no deadline
+ * to compute and no timer to set. */
+static int timer_unchanged(async_conn *ac, int how, int took_input)
+{
+    return !(how & SERVE_TIMER) && !took_input && !ac->timer_unset
+           && (!ac->c || ac->no_detach)
+           && !__atomic_load_n(&ac->wc->close_queued, __ATOMIC_ACQUIRE);
+}
+
 /*
  * Does what the connection needs now: read (when the socket said so, or
  * input waits), write, end it, or decide what to wait for.
  */
-static void progress(async_conn *ac, apr_time_t now, int readable)
+static void progress(async_conn *ac, apr_time_t now, int how)
 {
     ws_loop *loop = ac->loop;
     ws_conn *wc = ac->wc;
-    int busy = conn_is_busy(ac);
-    int more = 0, pending, reading;
+    int busy = conn_is_busy(ac), readable = how & SERVE_READ;
+    int more = 0, pending, reading, took_input = 0;
     apr_status_t rv;
     apr_int16_t want;
 
     if (readable && !wc->peer_closed
         && (busy || wc->paused || ws_conn_input_paused(wc))) {
         watch_departure(ac);
+        took_input = 1;
     }
     if (!busy && !wc->finished && !wc->peer_closed
         && !ws_conn_input_paused(wc)) {
         loop->servicing = ac;
         if (wc->paused || wc->unparsed) {
             resume_input(ac, &more);
+            took_input = 1;
         }
         else if (readable) {
             read_in(ac, &more);
+            took_input = 1;
         }
         if (!ws_loop_is_mine(loop)) {
             return;
@@ -405,16 +428,19 @@ static void progress(async_conn *ac, apr_time_t now, int readable)
         ac->read_due = 1;
         make_ready(loop, ac);         /* the filters hold more input */
     }
-    ws_loop_schedule(ac, ws_detach_try(ac, now, ws_conn_next_deadline(wc)));
+    if (!timer_unchanged(ac, how, took_input)) {
+        ws_loop_schedule(ac, ws_detach_try(ac, now,
+                                           ws_conn_next_deadline(wc)));
+    }
 }
 
-static void serve(async_conn *ac, apr_time_t now, int readable)
+static void serve(async_conn *ac, apr_time_t now, int how)
 {
     if (ac->phase == AC_LINGER) {
         ws_async_linger(ac, now);
     }
     else if (ac->phase == AC_OPEN) {
-        progress(ac, now, readable);
+        progress(ac, now, how);
     }
 }
 
@@ -438,6 +464,34 @@ static void adopt_inbox(ws_loop *loop)
     apr_thread_mutex_unlock(loop->lock);
 }
 
+/* A loop's turn visits thousands of connections (a topic's subscribers)
+ * once each, too many for the caches: the next one's lines are fetched
+ * while this one is served, a system call's time.  Its connection's:
+ * what progress() and the write look at. */
+static void prefetch_conn(const async_conn *ac)
+{
+    const char *p = (const char *)ac;
+    size_t off;
+
+    for (off = 0; off < sizeof(*ac); off += 64) {
+        __builtin_prefetch(p + off);
+    }
+}
+
+static void prefetch_ws_conn(const ws_conn *wc)
+{
+    if (wc) {
+        __builtin_prefetch(&wc->conf);
+        __builtin_prefetch(&wc->lock);
+        __builtin_prefetch(&wc->out_head);
+        __builtin_prefetch(&wc->close_queued);
+        __builtin_prefetch(&wc->mem_held);
+        __builtin_prefetch(&wc->peer_closed);
+        __builtin_prefetch(&wc->paused);
+        __builtin_prefetch(&wc->stats);
+    }
+}
+
 /* What other threads marked dirty joins the ready list: one lock for all. */
 static void take_dirty(ws_loop *loop)
 {
@@ -445,6 +499,7 @@ static void take_dirty(ws_loop *loop)
     while (!APR_RING_EMPTY(&loop->dirty, async_conn, dirty_link)) {
         async_conn *ac = APR_RING_FIRST(&loop->dirty);
 
+        prefetch_conn(APR_RING_NEXT(ac, dirty_link));
         APR_RING_REMOVE(ac, dirty_link);
         ac->on_dirty = 0;
         if (ac->handed_back) {
@@ -469,7 +524,7 @@ static void first_service(async_conn *ac, apr_time_t now)
     if (!ws_loop_is_mine(ac->loop)) {
         return;
     }
-    progress(ac, now, 1);
+    progress(ac, now, SERVE_READ);
     /* (Detached already, when it went direct in there: ws_detach.c.) */
     if (ac->phase == AC_OPEN && ws_loop_is_mine(ac->loop) && ac->c) {
         ws_io_try_direct(io);
@@ -514,12 +569,19 @@ static void run_ready(ws_loop *loop, apr_time_t now)
         int is_last = (ac == last);
 
         take_off_ready(loop, ac);
+        if (!is_last) {
+            /* The next one's own lines came during the last service. */
+            async_conn *next = APR_RING_FIRST(&loop->ready);
+
+            prefetch_ws_conn(next->wc);
+            prefetch_conn(APR_RING_NEXT(next, ready_link));
+        }
         if (ac->fresh) {
             ac->fresh = 0;
             first_service(ac, now);
         }
         else {
-            serve(ac, now, must_read(ac));
+            serve(ac, now, must_read(ac) ? SERVE_READ : 0);
         }
         if (is_last || !ws_loop_is_mine(loop)
             || APR_RING_EMPTY(&loop->ready, async_conn, ready_link)) {
@@ -595,7 +657,7 @@ static void run_timers(ws_loop *loop, apr_time_t now)
         if (ac->phase == AC_OPEN) {
             ws_conn_timers(ac->wc, now);
         }
-        serve(ac, now, 0);
+        serve(ac, now, SERVE_TIMER);
         if (!ws_loop_is_mine(loop)) {
             return;
         }
@@ -675,7 +737,7 @@ static void turn(ws_loop *loop)
             continue;
         }
         serve(ac, now, (ready[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
-                       != 0);
+                       ? SERVE_READ : 0);
         if (!ws_loop_is_mine(loop)) {
             return;
         }

@@ -83,6 +83,11 @@ typedef struct ws_engine {
      * more on this thread. */
     void (*call_begin)(ws_conn *wc, const char *what);
     int (*call_end)(ws_conn *wc);
+    /* Optional: wake for n connections at once (a topic's subscribers),
+     * without their locks, from a thread that keeps them from being freed
+     * until it returns (the topics' reader, under their lock: a
+     * connection leaves its topics before its engine lets it go). */
+    void (*wake_many)(ws_conn *const *wcs, size_t n);
 } ws_engine;
 
 extern const ws_engine ws_engine_sync;
@@ -93,13 +98,19 @@ void ws_sync_child_stopping(int graceful);
 
 /* ---- the connection ---- */
 
-/* One frame for many connections: a topic's message, made once. */
+/* One frame for many connections: a topic's message, made once.  The
+ * thread that makes it is the one that hands it to connections (the
+ * topics' reader); it takes their references in bulk (spare), so that
+ * the engines that release them, on other cores, do not pull the line it
+ * reads for every connection away from it, nor it theirs. */
 typedef struct ws_shared_frame {
+    size_t len;                /* of bytes: headers and payloads */
+    size_t payload_len;
+    apr_uint32_t spare;        /* its maker's references, not handed out */
+    char apart[64];            /* what follows is the engines' line */
     apr_uint32_t refs;         /* atomic */
     apr_uint32_t messages;     /* whole messages in bytes: 1, or more
                                   when several were joined */
-    size_t len;                /* of bytes: headers and payloads */
-    size_t payload_len;
     uint8_t bytes[1];
 } ws_shared_frame;
 
@@ -109,6 +120,11 @@ typedef struct ws_out_frame {
     ws_shared_frame *shared;   /* the bytes are its, when set */
     unsigned char is_close;
     unsigned char is_control;
+    /* The connection's own node for a shared frame (ws_conn.topic_node):
+     * freeing it only marks it free again (in_use, atomic), so that a
+     * subscriber that keeps up costs no allocation per delivery. */
+    unsigned char embedded;
+    unsigned char in_use;
     uint8_t bytes[1];          /* frame header and payload, len bytes */
 } ws_out_frame;
 
@@ -219,6 +235,7 @@ struct _WebSocketState {
     int drain_armed;                 /* on_drain when the queue empties */
     unsigned int close_code_sent;    /* our Close's code, 0 before it */
     apr_time_t last_data_out;        /* atomic: a data message queued */
+    ws_out_frame topic_node;         /* queues a shared frame, when free */
     apr_size_t frag_size;            /* WebSocketFragmentSize, 0: off */
     /* send_fragment's message, under send_lock. */
     int out_piece_opcode;
@@ -335,10 +352,21 @@ size_t ws_conn_send(ws_conn *wc, int opcode, const uint8_t *data, size_t len);
 /* A piece of a message sent in pieces (send_fragment). */
 int ws_conn_send_piece(ws_conn *wc, int opcode, const uint8_t *data,
                        size_t len, int final);
-/* Queues a frame shared with other connections (a topic's message); it
- * takes a reference.  A full queue gives WEBSOCKET_EFULL and nothing
- * more: the caller applies its own policy. */
-int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf);
+/* Connections whose engines' wake-ups wait to be made together. */
+typedef struct ws_wake_batch {
+    ws_conn **conns;
+    size_t count, cap;
+} ws_wake_batch;
+/* Queues a frame shared with other connections (a topic's message), from
+ * the thread that made it; it takes a reference.  A full queue gives
+ * WEBSOCKET_EFULL and nothing more: the caller applies its own policy.
+ * An engine with wake_many is woken by ws_conn_wake_batch, which the
+ * caller must call while it still keeps the connections from being
+ * freed; others at once (wb NULL: all at once). */
+int ws_conn_queue_shared_batched(ws_conn *wc, ws_shared_frame *sf,
+                                 ws_wake_batch *wb);
+void ws_conn_wake_batch(ws_wake_batch *wb);
+void ws_wake_batch_free(ws_wake_batch *wb);
 /* The same for a message of its own (a topic's message for one
  * subscriber): queued whole if it fits, else WEBSOCKET_EFULL. */
 int ws_conn_offer_message(ws_conn *wc, int opcode, const uint8_t *data,
@@ -350,7 +378,10 @@ ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
  * write for each subscriber).  NULL when out of memory. */
 ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
                                       size_t count);
+/* An engine's reference, once written. */
 void ws_shared_frame_release(ws_shared_frame *sf);
+/* Its maker's own reference, and the spare ones. */
+void ws_shared_frame_drop(ws_shared_frame *sf);
 /* Bytes held for sending: queued, or taken and not yet written. */
 apr_size_t ws_conn_queued(ws_conn *wc);
 

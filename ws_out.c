@@ -45,6 +45,7 @@ static ws_out_frame *build_frame(int opcode, int flags, const uint8_t *payload,
     f->len = hlen + len;
     f->is_close = (opcode == WS_OP_CLOSE);
     f->is_control = (opcode >= WS_OP_CLOSE);
+    f->embedded = 0;
     memcpy(f->bytes, header, hlen);
     if (len) {
         memcpy(f->bytes + hlen, payload, len);
@@ -60,7 +61,13 @@ void ws_out_frames_free(ws_out_frame *f)
         if (f->shared) {
             ws_shared_frame_release(f->shared);
         }
-        free(f);
+        if (f->embedded) {
+            /* Its connection's: free for the next shared frame. */
+            __atomic_store_n(&f->in_use, 0, __ATOMIC_RELEASE);
+        }
+        else {
+            free(f);
+        }
         f = next;
     }
 }
@@ -77,6 +84,7 @@ ws_shared_frame *ws_shared_frame_create(int opcode, int flags,
         return NULL;
     }
     sf->refs = 1;
+    sf->spare = 0;
     sf->messages = 1;
     sf->len = hlen + len;
     sf->payload_len = len;
@@ -103,6 +111,7 @@ ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
         return NULL;
     }
     sf->refs = 1;
+    sf->spare = 0;
     sf->messages = messages;
     sf->len = len;
     sf->payload_len = payload;
@@ -116,6 +125,27 @@ ws_shared_frame *ws_shared_frame_join(ws_shared_frame *const *parts,
 void ws_shared_frame_release(ws_shared_frame *sf)
 {
     if (sf && __atomic_sub_fetch(&sf->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        free(sf);
+    }
+}
+
+/* References its maker takes at once: one locked instruction for so many
+ * connections. */
+#define SHARED_SPARE_REFS  4096
+
+static void shared_frame_take_ref(ws_shared_frame *sf)
+{
+    if (!sf->spare) {
+        __atomic_add_fetch(&sf->refs, SHARED_SPARE_REFS, __ATOMIC_RELAXED);
+        sf->spare = SHARED_SPARE_REFS;
+    }
+    sf->spare--;
+}
+
+void ws_shared_frame_drop(ws_shared_frame *sf)
+{
+    if (sf && __atomic_sub_fetch(&sf->refs, 1 + sf->spare,
+                                 __ATOMIC_ACQ_REL) == 0) {
         free(sf);
     }
 }
@@ -200,9 +230,10 @@ static int fits_locked(ws_conn *wc, int control, apr_size_t total,
 
 /* Queues the frames of one message (or one Ping/Pong) whose payload is
  * payload of total bytes; on refusal frees them.  WEBSOCKET_OK when
- * queued. */
-static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
-                        apr_size_t payload, int how)
+ * queued.  wb: the engine's wake-up waits there (room is made). */
+static int queue_frames_waking(ws_conn *wc, ws_out_frame *head,
+                               apr_size_t total, apr_size_t payload, int how,
+                               ws_wake_batch *wb)
 {
     int rc = WEBSOCKET_ECLOSED, overflow_now = 0, control = head->is_control;
 
@@ -238,8 +269,18 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
                                  __ATOMIC_RELAXED);
             }
             /* Under the lock: the engine cannot finish (and free) the
-             * connection between our enqueue and this wake-up. */
-            wc->engine->wake(wc);
+             * connection between our enqueue and this wake-up; a batch's
+             * caller keeps it alive until the batch's wake-up. */
+            if (wb) {
+                /* A subscriber that gets a run message by message is
+                 * there once. */
+                if (!wb->count || wb->conns[wb->count - 1] != wc) {
+                    wb->conns[wb->count++] = wc;
+                }
+            }
+            else {
+                wc->engine->wake(wc);
+            }
         }
     }
     pthread_mutex_unlock(&wc->lock);
@@ -263,19 +304,79 @@ static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
     return rc;
 }
 
-int ws_conn_queue_shared(ws_conn *wc, ws_shared_frame *sf)
+static int queue_frames(ws_conn *wc, ws_out_frame *head, apr_size_t total,
+                        apr_size_t payload, int how)
 {
-    ws_out_frame *f = malloc(sizeof(*f));
+    return queue_frames_waking(wc, head, total, payload, how, NULL);
+}
 
-    if (!f) {
+/* Room for one more connection in the batch; 0 when out of memory. */
+static int wake_batch_room(ws_wake_batch *wb)
+{
+    if (wb->count == wb->cap) {
+        size_t cap = wb->cap ? wb->cap * 2 : 256;
+        ws_conn **more = realloc(wb->conns, cap * sizeof(*more));
+
+        if (!more) {
+            return 0;
+        }
+        wb->conns = more;
+        wb->cap = cap;
+    }
+    return 1;
+}
+
+int ws_conn_queue_shared_batched(ws_conn *wc, ws_shared_frame *sf,
+                                 ws_wake_batch *wb)
+{
+    ws_out_frame *f = &wc->topic_node;
+
+    if (wb && (!wc->engine->wake_many || !wake_batch_room(wb))) {
+        wb = NULL;                   /* woken at once */
+    }
+    /* The connection's own node unless the engine still holds it (its
+     * last shared frame not yet written): then one of its own. */
+    if (!__atomic_exchange_n(&f->in_use, 1, __ATOMIC_ACQ_REL)) {
+        f->embedded = 1;
+    }
+    else if ((f = malloc(sizeof(*f)))) {
+        f->embedded = 0;
+    }
+    else {
         return WEBSOCKET_ENOMEM;
     }
-    __atomic_add_fetch(&sf->refs, 1, __ATOMIC_RELAXED);
+    shared_frame_take_ref(sf);
     f->next = NULL;
     f->shared = sf;
     f->len = sf->len;
     f->is_close = f->is_control = 0;
-    return queue_frames(wc, f, f->len, sf->payload_len, QUEUE_OFFER);
+    return queue_frames_waking(wc, f, f->len, sf->payload_len, QUEUE_OFFER,
+                               wb);
+}
+
+void ws_conn_wake_batch(ws_wake_batch *wb)
+{
+    size_t i = 0;
+
+    /* One call per run of connections of one engine. */
+    while (i < wb->count) {
+        const ws_engine *engine = wb->conns[i]->engine;
+        size_t j = i + 1;
+
+        while (j < wb->count && wb->conns[j]->engine == engine) {
+            j++;
+        }
+        engine->wake_many(wb->conns + i, j - i);
+        i = j;
+    }
+    wb->count = 0;
+}
+
+void ws_wake_batch_free(ws_wake_batch *wb)
+{
+    free(wb->conns);
+    wb->conns = NULL;
+    wb->count = wb->cap = 0;
 }
 
 /* ---- what plugins send ---- */

@@ -363,5 +363,6 @@ const ws_engine ws_engine_sync = {
     NULL,            /* a thread per connection: nothing to offload */
     NULL,            /* nothing outside the request to forget */
     NULL,            /* nothing else waits on this thread: no watching */
-    NULL
+    NULL,
+    NULL             /* woken one by one, under each connection's lock */
 };

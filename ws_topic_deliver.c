@@ -33,8 +33,11 @@ APLOG_USE_MODULE(websocket);
 
 /* A batch: what the reader takes from the ring in one go, when
  * publishes come faster than it delivers (at most so many records, and
- * so many payload bytes unless one record alone is larger). */
-#define BATCH_RECORDS  64
+ * so many payload bytes unless one record alone is larger).  Its work per
+ * subscriber is per batch: a saturated child (a loop turn over thousands
+ * of subscribers takes a few hundred milliseconds) takes hundreds of
+ * small messages at a time. */
+#define BATCH_RECORDS  512
 #define BATCH_BYTES    (256 * 1024)
 
 typedef struct batch {
@@ -48,6 +51,10 @@ typedef struct batch {
 static pthread_t reader;
 static int reader_running;
 static volatile int reader_stop;
+/* The reader's: the subscribers a run was queued to, woken together once
+ * it is queued to all (ws_conn_queue_shared_batched), still under the
+ * topics' lock, which keeps them from being freed. */
+static ws_wake_batch wakes;
 
 /* ---- giving it to each subscriber ---- */
 
@@ -107,6 +114,20 @@ static int wants(ws_subscription *sub, const ws_ring_record *rec)
            && rec->seq > sub->replayed_until;
 }
 
+/* Whether it takes every record of a run whose records come from
+ * several publishers (none of them its own message). */
+static int wants_all(ws_subscription *sub, const ws_topic_run *run)
+{
+    size_t i;
+
+    for (i = 0; i < run->count; i++) {
+        if (!wants(sub, run->forms[i].rec)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void delivered(ws_subscription *sub, int rc)
 {
     if (rc == WEBSOCKET_OK) {
@@ -134,7 +155,8 @@ static void deliver_to(ws_subscription *sub, ws_topic_forms *fs)
     else {
         ws_shared_frame *sf = ws_topic_form(fs, sub->ids, key);
 
-        rc = sf ? ws_conn_queue_shared(wc, sf) : WEBSOCKET_ENOMEM;
+        rc = sf ? ws_conn_queue_shared_batched(wc, sf, &wakes)
+                : WEBSOCKET_ENOMEM;
     }
     delivered(sub, rc);
 }
@@ -146,23 +168,24 @@ static int deliver_joined(ws_subscription *sub, ws_topic_run *run)
 {
     ws_conn *wc = sub->wc;
     ws_shared_frame *sf;
-    size_t i;
     int key;
 
     if (sub->ids && (sub->missed || sub->missed_unknown)) {
         return 0;                    /* the first one says what it missed */
     }
-    for (i = 0; i < run->count; i++) {
-        if (!wants(sub, run->forms[i].rec)) {
-            return 0;
-        }
+    if (sub->replayed_until >= run->first_seq) {
+        return 0;                    /* its history replay covered some */
+    }
+    if (run->one_origin ? (run->origin && run->origin == wc->id)
+                        : !wants_all(sub, run)) {
+        return 0;
     }
     if ((key = ws_topic_subscriber_key(wc)) < 0
         || !(sf = ws_topic_run_form(run, sub->ids, key))) {
         return 0;
     }
     /* Full: one by one, each message fitting or not, as alone. */
-    if (ws_conn_queue_shared(wc, sf) != WEBSOCKET_OK) {
+    if (ws_conn_queue_shared_batched(wc, sf, &wakes) != WEBSOCKET_OK) {
         return 0;
     }
     delivered(sub, WEBSOCKET_OK);
@@ -181,6 +204,24 @@ static void deliver_run_to(ws_subscription *sub, ws_topic_run *run)
     }
     for (i = 0; i < run->count; i++) {
         deliver_to(sub, &run->forms[i]);
+    }
+}
+
+/* Thousands of subscribers, visited once per run, do not stay in the
+ * caches: the next one's subscription and connection are fetched while
+ * this one is served (the one after next: its subscription only). */
+static void prefetch_subscriber(const ws_subscription *next)
+{
+    if (next) {
+        const ws_conn *wc = next->wc;
+
+        __builtin_prefetch(next->next_in_topic);
+        __builtin_prefetch(&wc->id);
+        __builtin_prefetch(&wc->lock);
+        __builtin_prefetch(&wc->out_head);
+        __builtin_prefetch(&wc->close_queued);
+        __builtin_prefetch(&wc->topic_node);
+        __builtin_prefetch(&wc->mem_held);
     }
 }
 
@@ -217,8 +258,10 @@ static void deliver_run(ws_topic_run *run)
             ws_subscription *sub;
 
             for (sub = t->subs; sub; sub = sub->next_in_topic) {
+                prefetch_subscriber(sub->next_in_topic);
                 deliver_run_to(sub, run);
             }
+            ws_conn_wake_batch(&wakes);
             if (run->count > 1) {
                 ap_log_error(APLOG_MARK, APLOG_TRACE2, 0, ap_server_conf,
                              WSLOGNO(00067) "topic %s: a run of %" APR_SIZE_T_FMT " messages"
@@ -253,10 +296,16 @@ static void deliver_batch(batch *b)
         memset(&run, 0, sizeof(run));
         run.forms = &b->forms[i];
         run.count = j - i;
+        run.first_seq = b->recs[i].seq;
+        run.origin = b->recs[i].origin;
+        run.one_origin = 1;
         for (k = i; k < j; k++) {
             memset(&b->forms[k], 0, sizeof(b->forms[k]));
             b->forms[k].rec = &b->recs[k];
             b->forms[k].opcode = (int)(b->recs[k].flags & TOPIC_OPCODE_MASK);
+            if (b->recs[k].origin != run.origin) {
+                run.one_origin = 0;
+            }
         }
         deliver_run(&run);
         i = j;
@@ -401,6 +450,7 @@ static void *reader_main(void *unused)
     }
     batch_free(&b);
     free(head);
+    ws_wake_batch_free(&wakes);
     return NULL;
 }
 

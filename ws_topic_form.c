@@ -172,7 +172,7 @@ void ws_topic_forms_release(ws_topic_forms *fs)
 
     for (i = 0; i < 2; i++) {
         for (k = 0; k <= WS_TOPIC_MAX_KEYS; k++) {
-            ws_shared_frame_release(fs->frame[i][k]);
+            ws_shared_frame_drop(fs->frame[i][k]);
             fs->frame[i][k] = NULL;
         }
     }
@@ -190,7 +190,7 @@ void ws_topic_run_release(ws_topic_run *run)
     }
     for (i = 0; i < 2; i++) {
         for (k = 0; k <= WS_TOPIC_MAX_KEYS; k++) {
-            ws_shared_frame_release(run->joined[i][k]);
+            ws_shared_frame_drop(run->joined[i][k]);
             run->joined[i][k] = NULL;
         }
     }

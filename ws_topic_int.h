@@ -100,6 +100,12 @@ typedef struct ws_topic_forms {
 typedef struct ws_topic_run {
     ws_topic_forms *forms;
     size_t count;
+    /* What a subscriber is checked against to take the whole run (the
+     * records are in ring order, so the first has the lowest seq): one
+     * comparison each, whatever the run's length. */
+    uint64_t first_seq;
+    uint64_t origin;                 /* every record's, when one_origin */
+    int one_origin;
     ws_shared_frame *joined[2][WS_TOPIC_MAX_KEYS + 1];
 } ws_topic_run;
 

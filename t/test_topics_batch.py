@@ -7,6 +7,7 @@ itself), never one it sent itself; a slow subscriber holds nobody back and
 loses nothing silently; and the shared frames are freed once written."""
 
 import re
+import socket
 import time
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 import harness
 from conftest import ws_location
 from conformance_lib import Conn
-from wsraw import OP_PING, OP_PONG, OP_TEXT
+from wsraw import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT
 
 V2 = harness.test_plugin_so("v2probe")
 COUNT = 400
@@ -28,7 +29,10 @@ def batch_conf(h):
                           "    WebSocketSendQueueLimit 64K\n"
                           "    WebSocketTopicOverflow Drop\n")
             + ws_location("/v2slow", V2, "v2probe_init",
-                          "    WebSocketSendQueueLimit 64K\n"))
+                          "    WebSocketSendQueueLimit 64K\n")
+            + ws_location("/v2life", V2, "v2probe_init",
+                          "    WebSocketPingInterval 1\n"
+                          "    WebSocketMaxLifetime 4\n"))
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +220,46 @@ def test_shared_frames_are_freed_once_written(bsrv):
     finally:
         sub.close()
         pub.close()
+
+
+def test_a_subscriber_that_only_receives_keeps_its_timers(bsrv):
+    """A topic's subscriber is served every turn only to write what was
+    queued for it, and once it is detached from Apache's pools such a
+    service leaves its timer as it was (no deadline computed, no timer
+    set).  Its timers must still fire while messages flow and it sends
+    nothing: a Ping after WebSocketPingInterval (1 s), then its end (1001)
+    at WebSocketMaxLifetime (4 s), before the Ping's timeout (10 s)."""
+    mark = bsrv.mark()
+    start = time.monotonic()
+    sub = conn(bsrv, "ls", "/v2life")
+    pub = None
+    try:
+        subscribe(bsrv, sub, "ls", "life")
+        bsrv.expect_log("detached from its pools", mark, timeout=3)
+        pub = conn(bsrv, "lp")
+        pings = msgs = 0
+        close = None
+        while close is None and time.monotonic() < start + 15:
+            publish_many(bsrv, pub, "lp", "life", 20, "32")
+            until = time.monotonic() + 0.2
+            while close is None and time.monotonic() < until:
+                try:
+                    f = sub.recv_frame(timeout=max(0.01,
+                                                   until - time.monotonic()))
+                except socket.timeout:
+                    break
+                if f.opcode == OP_PING:
+                    pings += 1           # unanswered: no input re-arms it
+                elif f.opcode == OP_TEXT:
+                    msgs += 1
+                elif f.opcode == OP_CLOSE:
+                    close = f
+        took = time.monotonic() - start
+        assert close is not None, "no Close within 15 s (lifetime 4 s)"
+        assert close.close_code == 1001, close
+        assert took >= 3.5, "closed after %.1f s, before its lifetime" % took
+        assert msgs >= 20 and pings >= 1, (msgs, pings)
+    finally:
+        sub.close()
+        if pub:
+            pub.close()
