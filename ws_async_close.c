@@ -20,7 +20,9 @@
  * a worker that comes back to the very status it had makes us wait for
  * its next change.)
  */
+#include <errno.h>
 #include <stddef.h>
+#include <sys/socket.h>
 
 #include "httpd.h"
 #include "http_connection.h"
@@ -129,6 +131,26 @@ static int tell_plugin(async_conn *ac)
     return ws_loop_call_end(loop);
 }
 
+/* After the peer's Close only its FIN may come: with nothing unread,
+ * closing now cannot turn into a reset that loses our last bytes, and
+ * lingering would only wait for that FIN (a peer that sends more than
+ * it promised is lingered on as before). */
+static int peer_is_done(const ws_conn *wc, conn_rec *c)
+{
+    apr_os_sock_t fd;
+    char byte;
+    ssize_t n;
+
+    if (!wc->peer_close_code
+        || apr_os_sock_get(&fd, ap_get_conn_socket(c)) != APR_SUCCESS) {
+        return 0;
+    }
+    do {
+        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 void ws_async_finish(async_conn *ac, apr_time_t now)
 {
     ws_loop *loop = ac->loop;
@@ -159,7 +181,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
 
     /* The socket is non-blocking since adoption: mod_ssl's close_notify
      * and the flush here cannot stall the loop. */
-    if (ap_start_lingering_close(c)) {
+    if (ap_start_lingering_close(c) || peer_is_done(wc, c)) {
         bury(ac);
         return;
     }
