@@ -134,19 +134,18 @@ static int tell_plugin(async_conn *ac)
 /* After the peer's Close only its FIN may come: with nothing unread,
  * closing now cannot turn into a reset that loses our last bytes, and
  * lingering would only wait for that FIN (a peer that sends more than
- * it promised is lingered on as before). */
-static int peer_is_done(const ws_conn *wc, conn_rec *c)
+ * it promised is lingered on as before).  Only on a plain socket (direct
+ * I/O): over TLS the peer still answers our close_notify. */
+static int peer_is_done(const async_conn *ac, const ws_conn *wc)
 {
-    apr_os_sock_t fd;
     char byte;
     ssize_t n;
 
-    if (!wc->peer_close_code
-        || apr_os_sock_get(&fd, ap_get_conn_socket(c)) != APR_SUCCESS) {
+    if (!wc->peer_close_code || !ac->io.direct) {
         return 0;
     }
     do {
-        n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        n = recv(ac->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     } while (n < 0 && errno == EINTR);
     return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
 }
@@ -181,7 +180,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
 
     /* The socket is non-blocking since adoption: mod_ssl's close_notify
      * and the flush here cannot stall the loop. */
-    if (ap_start_lingering_close(c) || peer_is_done(wc, c)) {
+    if (ap_start_lingering_close(c) || peer_is_done(ac, wc)) {
         bury(ac);
         return;
     }
