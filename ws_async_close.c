@@ -141,6 +141,25 @@ static int tell_plugin(async_conn *ac)
     return ws_loop_call_end(loop);
 }
 
+/* After the peer's Close only its FIN may come: with nothing unread,
+ * closing now cannot turn into a reset that loses our last bytes, and
+ * lingering would only wait for that FIN (a peer that sends more than
+ * it promised is lingered on as before).  Only on a plain socket (direct
+ * I/O): over TLS the peer still answers our close_notify. */
+static int peer_is_done(const async_conn *ac, const ws_conn *wc)
+{
+    char byte;
+    ssize_t n;
+
+    if (!wc->peer_close_code || !ac->io.direct) {
+        return 0;
+    }
+    do {
+        n = recv(ac->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    } while (n < 0 && errno == EINTR);
+    return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+}
+
 /* The request's end (the access log line) and the start of Apache's
  * lingering close; 1 when the connection is to be closed at once. */
 static int end_attached(async_conn *ac, ws_conn *wc)
@@ -190,7 +209,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
         ac->detached_wc = wc;       /* freed with ac, as c->pool would */
         close_now = ws_detach_close(ac, wc);
     }
-    if (close_now) {
+    if (close_now || peer_is_done(ac, wc)) {
         bury(ac);
         return;
     }

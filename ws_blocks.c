@@ -9,6 +9,10 @@
  * and 12 KiB block before the sentinel, which says stop.
  */
 #include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 #include "httpd.h"
 #include "http_connection.h"
@@ -33,6 +37,13 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static apr_memnode_t *cache[2];          /* SMALL, LARGE */
 static int cached;
 
+/* Blocks the full cache had no room for, unmapped together (release). */
+static apr_memnode_t *surplus[WS_BLOCKS_RELEASE_BATCH];
+static int surplus_count;
+/* 1 when APR maps each block on its own (its allocator's mmap build):
+ * then a block is a mapping we may unmap ourselves. */
+static int blocks_are_mappings;
+
 /* Each thread's sentinel, made by and given back to sentinel_home. */
 static pthread_once_t sentinel_once = PTHREAD_ONCE_INIT;
 static pthread_key_t sentinel_key;
@@ -47,6 +58,62 @@ int ws_blocks_cached(void)
 static apr_size_t block_size(const apr_memnode_t *node)
 {
     return (apr_size_t)(node->endp - (char *)node);
+}
+
+/* APR's mmap build maps each block alone, page-aligned, and unmaps it
+ * whole; its malloc build gives 16-byte aligned heap chunks.  Four
+ * page-aligned blocks in a row say mmap. */
+static void probe_mappings(void)
+{
+    apr_allocator_t *a;
+    apr_memnode_t *nodes = NULL, *node;
+    int i, aligned = 0;
+
+    if (apr_allocator_create(&a) != APR_SUCCESS) {
+        return;
+    }
+    for (i = 0; i < 4; i++) {
+        node = apr_allocator_alloc(a, SMALL - APR_MEMNODE_T_SIZE);
+        if (!node) {
+            break;
+        }
+        aligned += ((uintptr_t)node & 4095) == 0
+                   && block_size(node) == SMALL;
+        node->next = nodes;
+        nodes = node;
+    }
+    if (nodes) {
+        apr_allocator_free(a, nodes);
+    }
+    apr_allocator_destroy(a);
+    blocks_are_mappings = aligned == 4;
+}
+
+static int by_address(const void *x, const void *y)
+{
+    uintptr_t a = (uintptr_t)*(apr_memnode_t *const *)x;
+    uintptr_t b = (uintptr_t)*(apr_memnode_t *const *)y;
+
+    return a < b ? -1 : a > b;
+}
+
+/* Unmaps blocks sorted by address, one munmap per run of neighbours:
+ * each munmap costs a TLB shootdown on the other cores, whatever its
+ * length, and blocks the kernel mapped one after the other (the event
+ * MPM's, for each new connection) lie side by side. */
+static void release(apr_memnode_t **nodes, int n)
+{
+    char *start, *end;
+    int i;
+
+    for (i = 0; i < n; ) {
+        start = (char *)nodes[i];
+        end = nodes[i]->endp;
+        for (i++; i < n && (char *)nodes[i] == end; i++) {
+            end = nodes[i]->endp;
+        }
+        munmap(start, (size_t)(end - start));
+    }
 }
 
 /* 1 when the cache took the block: one of its two sizes, and fewer than
@@ -101,6 +168,59 @@ static void give(apr_allocator_t *a, int small, int large)
     }
 }
 
+/* With the lock held: the cache keeps its lowest blocks, and the highest
+ * (as many as the surplus holds) go to 'out', sorted.  The kernel maps a
+ * new block in the highest hole it finds, so the holes these leave are
+ * where the next blocks of the MPM go, side by side, and those are the
+ * next to go: the batches stay runs of neighbours. */
+static int pick_highest_locked(apr_memnode_t **out)
+{
+    /* A loan that comes back may fill the cache up to twice its size. */
+    static apr_memnode_t *all[2 * WS_BLOCKS_MAX + WS_BLOCKS_RELEASE_BATCH];
+    apr_memnode_t *node;
+    int n = 0, i, large;
+
+    for (large = 0; large < 2; large++) {
+        for (node = cache[large]; node; node = node->next) {
+            all[n++] = node;
+        }
+        cache[large] = NULL;
+    }
+    memcpy(all + n, surplus, sizeof(*surplus) * (size_t)surplus_count);
+    n += surplus_count;
+    qsort(all, (size_t)n, sizeof(*all), by_address);
+    for (i = cached - 1; i >= 0; i--) {
+        large = block_size(all[i]) == LARGE;
+        all[i]->next = cache[large];
+        cache[large] = all[i];
+    }
+    memcpy(out, all + cached, sizeof(*out) * (size_t)surplus_count);
+    n = surplus_count;
+    surplus_count = 0;
+    return n;
+}
+
+/* 1 when the block went to the surplus, to be unmapped with others. */
+static int discard(apr_memnode_t *node)
+{
+    apr_memnode_t *batch[WS_BLOCKS_RELEASE_BATCH];
+    int n = 0;
+
+    if (!blocks_are_mappings) {
+        return 0;
+    }
+    pthread_mutex_lock(&lock);
+    surplus[surplus_count++] = node;
+    if (surplus_count == WS_BLOCKS_RELEASE_BATCH) {
+        n = pick_highest_locked(batch);
+    }
+    pthread_mutex_unlock(&lock);
+    if (n) {
+        release(batch, n);
+    }
+    return 1;
+}
+
 static void sentinel_gone(void *node)
 {
     pthread_mutex_lock(&lock);
@@ -110,6 +230,7 @@ static void sentinel_gone(void *node)
 
 static void sentinel_setup(void)
 {
+    probe_mappings();
     if (apr_allocator_create(&sentinel_home) == APR_SUCCESS) {
         apr_allocator_max_free_set(sentinel_home, 1);
         pthread_key_create(&sentinel_key, sentinel_gone);
@@ -134,7 +255,7 @@ static apr_memnode_t *sentinel(void)
 /* Takes the 8 and 12 KiB blocks off a's free list: the cache keeps up to
  * 'limit' bytes of them (while it holds fewer than 'room' blocks), the
  * others go back, and a's max_free is then 'max_free' (1 gives them to
- * the system). */
+ * the system: through the surplus, where blocks are mappings). */
 static void harvest(apr_allocator_t *a, apr_size_t limit, int room,
                     apr_size_t max_free)
 {
@@ -159,7 +280,7 @@ static void harvest(apr_allocator_t *a, apr_size_t limit, int room,
         if (taken < limit && keep(node, room)) {
             taken += block_size(node);
         }
-        else {
+        else if (max_free != 1 || !discard(node)) {
             node->next = rejects;
             rejects = node;
         }

@@ -9,6 +9,9 @@
  * WebSocket's pool is ours to destroy, so without this each handshake
  * mapped and unmapped about ten.  The cache keeps the blocks of the
  * WebSockets that ended for the next handshakes (bounded, one mutex).
+ * The two blocks the MPM maps for each new connection still come in
+ * beyond its bound: they are unmapped in batches, neighbours with one
+ * munmap, so a storm of handshakes pays a shootdown per few of them.
  */
 #ifndef WS_BLOCKS_H
 #define WS_BLOCKS_H
@@ -17,6 +20,9 @@
 
 /* Blocks kept at most, per child (8 KiB each). */
 #define WS_BLOCKS_MAX 256
+/* Blocks beyond it wait until there are this many (1 MiB), to be
+ * unmapped together. */
+#define WS_BLOCKS_RELEASE_BATCH 128
 /* What a connection's allocator keeps free from the handler to the end
  * of its first turn on a loop (the 101's buffer, the filters' reads). */
 #define WS_BLOCKS_HANDSHAKE_FREE (32 * 1024)

@@ -160,20 +160,21 @@ static ssize_t sock_recv(int fd, void *buf, size_t len)
     return n;
 }
 
-static ssize_t sock_sendv(int fd, struct iovec *vec, int n)
+static ssize_t sock_sendv(int fd, struct iovec *vec, int n, int flags)
 {
     struct msghdr msg;
     ssize_t done;
 
+    flags |= MSG_NOSIGNAL;
     do {
         if (n == 1) {
-            done = send(fd, vec[0].iov_base, vec[0].iov_len, MSG_NOSIGNAL);
+            done = send(fd, vec[0].iov_base, vec[0].iov_len, flags);
         }
         else {
             memset(&msg, 0, sizeof(msg));
             msg.msg_iov = vec;
             msg.msg_iovlen = (size_t)n;
-            done = sendmsg(fd, &msg, MSG_NOSIGNAL);
+            done = sendmsg(fd, &msg, flags);
         }
     } while (done < 0 && errno == EINTR);
     return done;
@@ -338,6 +339,16 @@ static void advance_sending(ws_io *io, apr_size_t written)
     io->sent += written;
 }
 
+/* Our Close answers the peer's: nothing may follow it (RFC 6455 5.5.1),
+ * so the FIN goes with it, in the same segment (MSG_MORE holds the bytes
+ * until shutdown adds the FIN), instead of a packet of its own later;
+ * Apache's lingering close then finds the write side already shut. */
+static int ends_closing_handshake(const ws_io *io, const ws_out_frame *last)
+{
+    return io->wc->peer_closed && !last->next && !last->shared
+           && (WS_FRAME_BYTES(last)[0] & 0x0F) == WS_OP_CLOSE;
+}
+
 static apr_status_t write_direct(ws_io *io, apr_size_t budget)
 {
     apr_size_t done = 0;
@@ -345,10 +356,10 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
     for (;;) {
         struct iovec vec[WS_IO_IOVECS];
         apr_size_t total = 0, written = 0;
-        ws_out_frame *f;
+        ws_out_frame *f, *last = NULL;
         apr_status_t rv;
         ssize_t sent;
-        int n = 0;
+        int n = 0, fin;
 
         if (!io->sending && !(io->sending = take_frames(io))) {
             return APR_SUCCESS;
@@ -359,8 +370,13 @@ static apr_status_t write_direct(ws_io *io, apr_size_t budget)
             vec[n].iov_base = WS_FRAME_BYTES(f) + skip;
             vec[n].iov_len = f->len - skip;
             total += vec[n].iov_len;
+            last = f;
         }
-        sent = sock_sendv(io->fd, vec, n);
+        fin = ends_closing_handshake(io, last);
+        sent = sock_sendv(io->fd, vec, n, fin ? MSG_MORE : 0);
+        if (fin && sent >= 0 && (apr_size_t)sent == total) {
+            shutdown(io->fd, SHUT_WR);
+        }
         rv = sent >= 0 ? APR_SUCCESS
            : would_block() ? APR_EAGAIN : APR_FROM_OS_ERROR(errno);
         written = sent > 0 ? (apr_size_t)sent : 0;
@@ -496,7 +512,7 @@ int ws_io_send_now(ws_io *io, const uint8_t *frame, apr_size_t len)
     }
     vec.iov_base = (void *)frame;
     vec.iov_len = len;
-    sent = sock_sendv(io->fd, &vec, 1);
+    sent = sock_sendv(io->fd, &vec, 1, 0);
     if (sent <= 0) {
         return 0;
     }

@@ -412,6 +412,43 @@ def test_lingering_close_does_not_stall_the_loop(make_httpd):
             c.close()
 
 
+def server_socket_owned(server_port, client_port):
+    """Whether the server's end of this TCP connection still belongs to a
+    file descriptor (/proc/net/tcp: a closed socket that still finishes
+    its FIN handshake in the kernel has inode 0), None once gone."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1], fields[2]
+            if (int(local.split(":")[1], 16) == server_port
+                    and int(remote.split(":")[1], 16) == client_port):
+                return fields[9] != "0"
+    return None
+
+
+def test_no_lingering_after_the_peers_close(make_httpd):
+    """After the client's Close, nothing but its FIN may come: with
+    nothing unread, the server closes its socket at once instead of
+    lingering (2 s) for that FIN, which this client does not send."""
+    h = make_httpd(lambda h: loc("/echo", h.echo_so, "echo_init"))
+    h.start()
+    c = WSClient(h.port, "/echo")
+    try:
+        client_port = c.sock.getsockname()[1]
+        echo(c, "before closing")
+        c.send_close(1000)
+        f = c.recv_frame(timeout=5)
+        assert f.opcode == OP_CLOSE and f.close_code == 1000, f
+        assert c.sock.recv(1) == b""        # the server's FIN
+        start = time.monotonic()
+        while server_socket_owned(h.port, client_port):
+            assert time.monotonic() < start + 1.5, \
+                "the server still lingers on the socket after the handshake"
+            time.sleep(0.02)
+    finally:
+        c.close()
+
+
 # ---- the access log ----------------------------------------------------------------
 
 def access_fence(h, mark):

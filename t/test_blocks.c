@@ -7,8 +7,10 @@
  *
  * The cache's source is included, to look at its lists.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 
 #include "apr_general.h"
 
@@ -175,6 +177,69 @@ static void test_bounded(void)
           ws_blocks_cached(), WS_BLOCKS_MAX);
 }
 
+static int mapped(const void *mem)
+{
+    unsigned char vec[4];
+
+    return mincore((void *)mem, 4096, vec) == 0 || errno != ENOMEM;
+}
+
+/* Blocks beyond the full cache wait in the surplus; a full surplus and
+ * the cache give up their highest blocks, unmapped, and the cache keeps
+ * its lowest (they used to be unmapped one by one, each a TLB
+ * shootdown). */
+static void test_surplus_unmapped_highest(void)
+{
+    static const void *seen[2 * WS_BLOCKS_MAX + WS_BLOCKS_RELEASE_BATCH];
+    const apr_memnode_t *node;
+    const char *lowest_gone = NULL, *highest_kept = NULL;
+    int n, i, large, released = 0, gone = 0, rounds;
+
+    CHECK_CASE(ws_blocks_cached() == WS_BLOCKS_MAX, "the cache is not full");
+    if (!blocks_are_mappings) {
+        CHECK_CASE(surplus_count == 0, "a surplus without mmap'd blocks");
+        return;
+    }
+    for (rounds = 0; rounds < WS_BLOCKS_RELEASE_BATCH && !released; rounds++) {
+        apr_pool_t *p = conn_pool();
+        int before = surplus_count;
+
+        n = 0;
+        for (large = 0; large < 2; large++) {
+            for (node = cache[large]; node; node = node->next) {
+                seen[n++] = node;
+            }
+        }
+        for (i = 0; i < surplus_count; i++) {
+            seen[n++] = surplus[i];
+        }
+        use_blocks(p, 8);
+        ws_blocks_destroy_pool(p);
+        released = surplus_count < before;
+    }
+    CHECK_CASE(released, "no batch released after %d pools", rounds);
+    CHECK_CASE(ws_blocks_cached() == WS_BLOCKS_MAX, "cached %d after the "
+               "release", ws_blocks_cached());
+    for (i = 0; i < n; i++) {
+        if (in_cache(seen[i])) {
+            if (!highest_kept || (const char *)seen[i] > highest_kept) {
+                highest_kept = seen[i];
+            }
+        }
+        else if (!inside(seen[i], surplus, surplus_count)) {
+            gone++;
+            CHECK_CASE(!mapped(seen[i]), "a released block is still mapped");
+            if (!lowest_gone || (const char *)seen[i] < lowest_gone) {
+                lowest_gone = seen[i];
+            }
+        }
+    }
+    CHECK_CASE(gone > 0 && gone <= WS_BLOCKS_RELEASE_BATCH, "%d blocks "
+               "released", gone);
+    CHECK_CASE(highest_kept < lowest_gone, "the cache kept a block above "
+               "one it released");
+}
+
 int main(void)
 {
     apr_initialize();
@@ -183,6 +248,7 @@ int main(void)
     test_harvest_maps_nothing();
     test_loan_comes_back();
     test_bounded();
+    test_surplus_unmapped_highest();
     printf("test_blocks: %d passed, %d failed\n", passed, failed);
     apr_terminate();
     return failed ? 1 : 0;
