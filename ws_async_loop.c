@@ -398,7 +398,12 @@ static void progress(async_conn *ac, apr_time_t now, int how)
             return;
         }
     }
-    pending = rv == APR_SUCCESS && ws_io_output_pending(&ac->io);
+    /* What the write left: frames it took, and frames still queued when
+     * its budget ran out just as the taken ones were done (a burst from
+     * a plugin on a dispatch thread); both want the socket's room. */
+    pending = rv == APR_SUCCESS
+              && (ws_io_output_pending(&ac->io)
+                  || __atomic_load_n(&wc->out_head, __ATOMIC_ACQUIRE));
     /* A plugin still busy with this connection on another thread must
      * return before on_disconnect may run. */
     if (!busy && (rv != APR_SUCCESS || wc->finished

@@ -32,6 +32,10 @@ def slow_conf(h):
         if setting:
             out.append("    WebSocketSlowPlugin %s\n" % setting)
         out.append("</Location>\n")
+    out.append("<Location /probe-always>\n    SetHandler websocket-handler\n"
+               '    WebSocketHandler "%s" probe_init\n'
+               "    WebSocketSlowPlugin Always\n</Location>\n"
+               % harness.test_plugin_so("probe"))
     return "".join(out)
 
 
@@ -288,3 +292,17 @@ def test_client_gone_while_plugin_dispatched(slow_srv):
     finally:
         a.close()
         b.close()
+
+
+def test_a_burst_sent_from_a_dispatch_thread_reaches_a_slow_reader(slow_srv):
+    """A plugin on the dispatch threads sends 10 MiB at once from
+    on_message to a client that reads slowly: the loop writes it all as
+    the client makes room (it used to stop after the first socket-full,
+    when the plugin had been found slow: ASan on a loaded machine)."""
+    with WSClient(slow_srv.port, "/probe-always?burst",
+                  headers=[("X-Conn-Id", "burst")], rcvbuf=32768) as c:
+        c.send_text("queue:262144:40")
+        for i in range(40):
+            op, data = c.recv_message(timeout=10)
+            assert int.from_bytes(data[:8], "little") == i
+        c.close_handshake(1000)
