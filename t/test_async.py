@@ -440,11 +440,9 @@ def test_no_lingering_after_the_peers_close(make_httpd):
         f = c.recv_frame(timeout=5)
         assert f.opcode == OP_CLOSE and f.close_code == 1000, f
         assert c.sock.recv(1) == b""        # the server's FIN
-        start = time.monotonic()
-        while server_socket_owned(h.port, client_port):
-            assert time.monotonic() < start + 1.5, \
-                "the server still lingers on the socket after the handshake"
-            time.sleep(0.02)
+        wait_for(lambda: not server_socket_owned(h.port, client_port),
+                 "the server lets go of the socket before its 2 s linger",
+                 timeout=1.5)
     finally:
         c.close()
 

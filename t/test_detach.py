@@ -80,13 +80,9 @@ def log_lines(h):
 
 
 def wait_log_lines(h, count, timeout=10):
-    import time
-    end = time.monotonic() + timeout
-    while len(log_lines(h)) < count and time.monotonic() < end:
-        time.sleep(0.05)
-    lines = log_lines(h)
-    assert len(lines) >= count, lines
-    return lines
+    wait_for(lambda: len(log_lines(h)) >= count,
+             "%d access log lines" % count, timeout=timeout)
+    return log_lines(h)
 
 
 def parse(line):
