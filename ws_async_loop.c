@@ -303,7 +303,7 @@ static void resume_input(async_conn *ac, int *more)
     if (rv != APR_SUCCESS) {
         ws_conn_abort(wc, rv, "out of memory");
     }
-    else if (!wc->paused && ws_loop_is_mine(ac->loop)) {
+    else if (!wc->paused && !wc->unparsed && ws_loop_is_mine(ac->loop)) {
         read_in(ac, more);
     }
 }

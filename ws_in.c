@@ -399,8 +399,10 @@ apr_status_t ws_conn_feed_input(ws_conn *wc, uint8_t *scratch, size_t len)
 {
     size_t used = ws_conn_feed(wc, scratch, len);
 
-    if (used < len && !wc->peer_closed
-        && (wc->paused || ws_conn_input_paused(wc))) {
+    /* Short of the end with the peer still there means a pause stopped
+     * the parser: asking the pause flags again would race a plugin's
+     * thread that resumes meanwhile, and drop what was read behind. */
+    if (used < len && !wc->peer_closed) {
         return keep_unparsed(wc, scratch + used, len - used);
     }
     return APR_SUCCESS;
@@ -428,8 +430,9 @@ apr_status_t ws_conn_resume(ws_conn *wc, uint8_t *scratch, apr_size_t size)
         memcpy(scratch, buf + off, n);
         off += n;
         rv = ws_conn_feed_input(wc, scratch, n);
+        /* Behind what that left waiting, or behind a pause. */
         if (rv == APR_SUCCESS && off < len
-            && (wc->paused || ws_conn_input_paused(wc))) {
+            && (wc->unparsed || wc->paused || ws_conn_input_paused(wc))) {
             rv = keep_unparsed(wc, buf + off, len - off);
             break;
         }

@@ -191,8 +191,10 @@ static apr_status_t read_direct(ws_io *io, uint8_t *scratch, apr_size_t size,
     ws_conn *wc = io->wc;
     apr_size_t done = 0;
 
+    /* Nothing is read past input that still waits unparsed (a pause
+     * that ended while the parser was stopping left it): it goes first. */
     while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
-           && done < budget) {
+           && !wc->unparsed && done < budget) {
         ssize_t got = sock_recv(io->fd, scratch, size);
         apr_size_t len;
         apr_status_t rv;
@@ -247,7 +249,8 @@ static apr_status_t read_filters(ws_io *io, uint8_t *scratch, apr_size_t size,
     apr_size_t done = 0;
 
     io->filters_drained = 0;
-    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)) {
+    while (!wc->peer_closed && !wc->paused && !ws_conn_input_paused(wc)
+           && !wc->unparsed) {
         apr_size_t len = size;
         apr_status_t rv;
         int eos;

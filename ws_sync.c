@@ -213,7 +213,9 @@ static int sync_run(ws_conn *wc)
         int more;
 
         rv = APR_SUCCESS;
-        if (!ws_conn_input_paused(wc) && wc->unparsed) {
+        /* Again when a pause that ended meanwhile left some waiting. */
+        while (rv == APR_SUCCESS && !ws_conn_input_paused(wc) && wc->unparsed
+               && !wc->peer_closed) {
             rv = ws_conn_resume(wc, loop->scratch, WS_SYNC_READ_SIZE);
         }
         if (rv == APR_SUCCESS && !ws_conn_input_paused(wc)) {

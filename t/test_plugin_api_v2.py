@@ -284,6 +284,50 @@ def test_pause_input_stops_reading(v2srv):
         c.close_handshake(1000)
 
 
+def blink_all_the_way(h):
+    """Each message pauses the input and another thread resumes it at
+    once, while the client sends without waiting.  Frames read behind the
+    paused message must wait, neither dropped nor overtaken by what is
+    read next, whether the resume comes before or after the module has
+    returned from that message (a resume in between once dropped them,
+    or let newer bytes go first: frames parsed from the middle of one,
+    1002)."""
+    import threading
+    texts = ["%d %s" % (i, "x" * (i * 7 % 180)) for i in range(20000)]
+    with conn(h, "blink") as c:
+        c.send_text("blink")
+        assert c.recv_text(timeout=5) == "blinking"
+        failed = []
+
+        def send_all():
+            try:
+                for i in range(0, len(texts), 100):
+                    c.send_raw(b"".join(build_frame(OP_TEXT, t.encode())
+                                        for t in texts[i:i + 100]))
+            except OSError as e:
+                failed.append(e)
+
+        sender = threading.Thread(target=send_all)
+        sender.start()
+        try:
+            for t in texts:
+                assert c.recv_text(timeout=5) == t
+        finally:
+            sender.join(10)
+        assert not failed
+        c.close_handshake(1000)
+
+
+def test_a_resume_racing_the_pause_keeps_what_was_read_behind(v2srv):
+    blink_all_the_way(v2srv)
+
+
+def test_a_resume_racing_the_pause_on_the_sync_engine(make_httpd):
+    h = make_httpd(v2_conf, mpm="prefork")
+    h.start()
+    blink_all_the_way(h)
+
+
 def test_keepalive_ping_and_timeout(v2srv):
     """WebSocketPingInterval: a quiet client gets Pings; answered, the
     connection lives; unanswered, it is dropped and logged."""

@@ -18,6 +18,9 @@
  *   pingv2:<payload>   -> ping; logs its return
  *   queued             -> "queued <bytes>"
  *   pause:<ms>         -> pause_input(1), then a thread resumes after ms
+ *   blink              -> from now on every message is echoed, then the
+ *                         input paused; a thread that spins resumes it at
+ *                         once (a resume racing the pause's own return)
  *   sub:<topic>[:ids[:<resume id>]] / unsub:<topic> -> logs the return
  *   pub:<topic>:<text> / pubx:<topic>:<text> (excluding this connection)
  *   pubn:<topic>:<count>:<size>[v] / pubxn:...: many at once (publish_many)
@@ -32,6 +35,7 @@
 #include "test_log.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +51,8 @@ typedef struct conn {
     pthread_mutex_t lock;            /* guards gone, for the resumer */
     pthread_cond_t gone_cond;
     int gone;                        /* on_disconnect came: stop waiting */
+    int blinking;                    /* "blink" mode: see blink_resumer */
+    int blink_pending;               /* atomic: a pause awaits its resume */
 } conn;
 
 static const char *or_null(const char *s)
@@ -109,6 +115,34 @@ static void *resume_later(void *arg)
     /* After the end too: such a late call must be refused harmlessly. */
     logf_("v2 resume%s %s", gone ? " early" : "", c->id);
     c->server->pause_input(c->server, 0);
+    return NULL;
+}
+
+/* Resumes each pause the moment it sees it, from another core: the
+ * resume lands while the module is still returning from the message
+ * that paused, the moment where what it read behind that message must
+ * be kept and not dropped. */
+static void *blink_resumer(void *arg)
+{
+    conn *c = arg;
+    unsigned seed = 1, idle = 0;
+
+    while (!__atomic_load_n(&c->gone, __ATOMIC_ACQUIRE)) {
+        if (__atomic_exchange_n(&c->blink_pending, 0, __ATOMIC_ACQ_REL)) {
+            /* A varying short delay, so that some resumes land in each
+             * instant of the module's return from the message. */
+            volatile unsigned spin = rand_r(&seed) % 400;
+
+            while (spin) {
+                spin--;
+            }
+            c->server->pause_input(c->server, 0);
+            idle = 0;
+        }
+        else if (++idle > 100000) {
+            sched_yield();           /* no message for a while */
+        }
+    }
     return NULL;
 }
 
@@ -248,6 +282,11 @@ static void command(conn *c, char *cmd)
         snprintf(out, sizeof(out), "queued %zu", server->queued(server));
         send_text(server, out);
     }
+    else if (!strcmp(cmd, "blink") && !c->resuming) {
+        c->blinking = 1;
+        c->resuming = pthread_create(&c->resumer, NULL, blink_resumer, c) == 0;
+        send_text(server, "blinking");
+    }
     else if (!strncmp(cmd, "pause:", 6) && !c->resuming) {
         c->pause_ms = atol(cmd + 6);
         server->pause_input(server, 1);
@@ -288,6 +327,13 @@ static size_t CALLBACK v2_on_message(void *priv, const WebSocketServer *server,
     conn *c = priv;
     char *cmd;
 
+    if (c->blinking) {
+        size_t sent = server->send(server, type, buffer, size);
+
+        server->pause_input(server, 1);
+        __atomic_store_n(&c->blink_pending, 1, __ATOMIC_RELEASE);
+        return sent;
+    }
     if (type != MESSAGE_TYPE_TEXT || size > 65536 || !(cmd = malloc(size + 1))) {
         return server->send(server, type, buffer, size);
     }
@@ -351,7 +397,7 @@ static void CALLBACK v2_on_disconnect(void *priv, const WebSocketServer *server)
 
     (void)server;
     pthread_mutex_lock(&c->lock);
-    c->gone = 1;
+    __atomic_store_n(&c->gone, 1, __ATOMIC_RELEASE);
     pthread_cond_signal(&c->gone_cond);
     pthread_mutex_unlock(&c->lock);
     if (c->resuming) {
