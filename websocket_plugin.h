@@ -165,7 +165,9 @@ typedef void (CALLBACK *WS_Set_User_Data)(const struct _WebSocketServer *server,
  * meanwhile waits in the kernel, and TCP tells the client to slow down.
  * Pings are not answered while paused, and a client's Close or its going
  * away is only noticed when reading resumes (or, with
- * WebSocketPingInterval, when its Pong does not come). */
+ * WebSocketPingInterval, when its Pong does not come).  Called from
+ * on_fragment with a compressed message, the pause takes effect after the
+ * pieces inflated from what was already read of that frame. */
 typedef void (CALLBACK *WS_Pause_Input)(const struct _WebSocketServer *server,
                                        int paused);
 
