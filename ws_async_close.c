@@ -89,10 +89,12 @@ void ws_async_destroy_dead(ws_loop *loop)
          ac != APR_RING_SENTINEL(&loop->graveyard, async_conn, link); ac = next) {
         next = APR_RING_NEXT(ac, link);
         if (!ac->c) {
-            /* Detached: the worker had left before. */
+            /* Detached: the worker had left before.  Its ws_conn goes
+             * with it, as c->pool's cleanup would have taken it (the io
+             * still knows it: ac->wc was cleared at the finish). */
             APR_RING_REMOVE(ac, link);
             close(ac->fd);
-            ws_conn_release(ac->detached_wc);
+            ws_conn_release(ac->io.wc);
             free(ac);
             continue;
         }
@@ -141,23 +143,24 @@ static int tell_plugin(async_conn *ac)
     return ws_loop_call_end(loop);
 }
 
+/* Nothing more is flushed to it: no lingering close either. */
+void ws_async_mark_aborted(async_conn *ac)
+{
+    ac->aborted = 1;
+    if (ac->c) {
+        ac->c->aborted = 1;
+    }
+}
+
 /* After the peer's Close only its FIN may come: with nothing unread,
  * closing now cannot turn into a reset that loses our last bytes, and
  * lingering would only wait for that FIN (a peer that sends more than
  * it promised is lingered on as before).  Only on a plain socket (direct
  * I/O): over TLS the peer still answers our close_notify. */
-static int peer_is_done(const async_conn *ac, const ws_conn *wc)
+static int peer_is_done(async_conn *ac, const ws_conn *wc)
 {
-    char byte;
-    ssize_t n;
-
-    if (!wc->peer_close_code || !ac->io.direct) {
-        return 0;
-    }
-    do {
-        n = recv(ac->io.fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    } while (n < 0 && errno == EINTR);
-    return n == 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK));
+    return wc->peer_close_code && ac->io.direct
+           && ws_io_peek_peer(&ac->io) != WS_IO_PEER_DATA_WAITS;
 }
 
 /* The request's end (the access log line) and the start of Apache's
@@ -194,10 +197,7 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
     APR_RING_REMOVE(ac, link);
     if (ws_io_output_pending(&ac->io)) {
         /* A peer that stopped reading: flushing would only wait. */
-        ac->aborted = 1;
-        if (ac->c) {
-            ac->c->aborted = 1;
-        }
+        ws_async_mark_aborted(ac);
     }
     ws_io_discard(&ac->io, 0);
     ac->wc = NULL;
@@ -206,7 +206,6 @@ void ws_async_finish(async_conn *ac, apr_time_t now)
         close_now = end_attached(ac, wc);
     }
     else {
-        ac->detached_wc = wc;       /* freed with ac, as c->pool would */
         close_now = ws_detach_close(ac, wc);
     }
     if (close_now || peer_is_done(ac, wc)) {

@@ -60,8 +60,6 @@ APR_RING_HEAD(ac_list, async_conn);
 struct async_conn {
     ws_conn *wc;                     /* NULL once finished */
     conn_rec *c;                     /* NULL once detached (ws_detach.c) */
-    ws_conn *detached_wc;            /* detached and finished: freed with
-                                        the async_conn */
     int aborted;                     /* detached: c->aborted's stand-in */
     int detach_checks;               /* rechecks while not yet eligible */
     int no_detach;                   /* never: it stays attached */
@@ -178,6 +176,7 @@ void ws_loop_join_replaced(void);
 /* ws_async_close.c */
 int ws_async_conn_busy(async_conn *ac);
 void ws_async_finish(async_conn *ac, apr_time_t now);
+void ws_async_mark_aborted(async_conn *ac);
 void ws_async_linger(async_conn *ac, apr_time_t now);
 void ws_async_destroy_dead(ws_loop *loop);
 void ws_async_note_handover(async_conn *ac);
@@ -194,6 +193,8 @@ apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline);
 /* The end of a detached connection: writes its access log line; 1 when
  * it is to be closed at once, 0 when its lingering close has begun. */
 int ws_detach_close(async_conn *ac, ws_conn *wc);
+/* An event loop thread's end: frees the pool its log lines were built in. */
+void ws_detach_thread_exit(void);
 
 /* ws_watchdog.c */
 apr_status_t ws_watchdog_start(void);

@@ -629,16 +629,13 @@ static void hard_stop(ws_loop *loop, apr_time_t now)
             ws_conn_abort(ac->wc, APR_SUCCESS, "server stopped");
         }
         if (ws_dispatch_cancel(&ac->dispatch)) {
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ac->wc->s, WSLOGNO(00016) "hard stop: "
-                         "dropped messages queued for a slow plugin");
+            WS_CONN_LOG(APLOG_DEBUG, 0, ac->wc, WSLOGNO(00016) "hard stop: "
+                        "dropped messages queued for a slow plugin");
         }
         if (conn_is_busy(ac)) {
             continue;
         }
-        ac->aborted = 1;
-        if (ac->c) {
-            ac->c->aborted = 1;
-        }
+        ws_async_mark_aborted(ac);
         ws_async_finish(ac, now);
         if (!ws_loop_is_mine(loop)) {
             return;
@@ -870,6 +867,7 @@ void *ws_loop_main(void *arg)
             break;
         }
     }
+    ws_detach_thread_exit();
     free(scratch);
     return NULL;
 }

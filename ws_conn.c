@@ -73,6 +73,9 @@ static apr_array_header_t *own_protocols(ws_conn *wc,
     elts = (const char **)(a + 1);
     for (i = 0; i < n; i++) {
         elts[i] = ws_conn_strdup(wc, APR_ARRAY_IDX(offered, i, const char *));
+        if (!elts[i]) {
+            return NULL;             /* out of memory: no NULL in the list */
+        }
     }
     memset(a, 0, sizeof(*a));
     a->elt_size = sizeof(char *);
@@ -172,7 +175,10 @@ static int copy_request_facts(ws_conn *wc, request_rec *r,
     wc->path_info = rest_of_path(r, conf->handler, wc);
     wc->extensions = ws_conn_strdup(wc, extensions);
     wc->protocols = own_protocols(wc, protocols);
+    /* Out of memory is a failure, not a NULL a plugin would be given. */
     return wc->client_ip && wc->path_info && wc->protocols
+           && (wc->user || !r->user) && (wc->query || !r->args)
+           && (wc->extensions || !extensions)
            && (wc->params || !conf->params)
            && (wc->headers_in || !r->headers_in);
 }

@@ -320,11 +320,6 @@ static ws_detached *snapshot(ws_conn *wc, request_rec *r, conn_rec *c)
 
 /* ---- rebuilding a request ---- */
 
-static char *dup_or_null(apr_pool_t *p, const char *s)
-{
-    return s ? apr_pstrdup(p, s) : NULL;
-}
-
 /* A numeric address needs no lookup; an unparsable one (never seen) gets
  * a placeholder rather than a NULL the log handlers would follow. */
 static apr_sockaddr_t *addr_of(apr_pool_t *p, const char *ip, apr_port_t port)
@@ -351,10 +346,11 @@ static conn_rec *rebuild_conn(const ws_detached *d, apr_pool_t *p,
     c->keepalive = AP_CONN_CLOSE;
     c->keepalives = d->keepalives;
     c->log_id = d->str[S_CONN_LOG_ID];
-    c->client_ip = dup_or_null(p, d->str[S_CLIENT_IP]);
-    c->local_ip = dup_or_null(p, d->str[S_LOCAL_IP]);
-    c->remote_host = dup_or_null(p, d->str[S_REMOTE_HOST]);
-    c->remote_logname = dup_or_null(p, d->str[S_REMOTE_LOGNAME]);
+    /* apr_pstrdup keeps a NULL a NULL: fields that were unset stay so. */
+    c->client_ip = apr_pstrdup(p, d->str[S_CLIENT_IP]);
+    c->local_ip = apr_pstrdup(p, d->str[S_LOCAL_IP]);
+    c->remote_host = apr_pstrdup(p, d->str[S_REMOTE_HOST]);
+    c->remote_logname = apr_pstrdup(p, d->str[S_REMOTE_LOGNAME]);
     c->client_addr = addr_of(p, c->client_ip, d->client_port);
     c->local_addr = addr_of(p, c->local_ip, d->local_port);
     if (logio_module_ptr) {
@@ -372,22 +368,22 @@ static void rebuild_strings(request_rec *r, const ws_detached *d)
     apr_pool_t *p = r->pool;
 
     r->method = d->str[S_METHOD];
-    r->the_request = dup_or_null(p, d->str[S_THE_REQUEST]);
-    r->protocol = dup_or_null(p, d->str[S_PROTOCOL]);
-    r->uri = dup_or_null(p, d->str[S_URI]);
-    r->unparsed_uri = dup_or_null(p, d->str[S_UNPARSED_URI]);
-    r->args = dup_or_null(p, d->str[S_ARGS]);
-    r->filename = dup_or_null(p, d->str[S_FILENAME]);
-    r->canonical_filename = dup_or_null(p, d->str[S_CANONICAL_FILENAME]);
-    r->path_info = dup_or_null(p, d->str[S_PATH_INFO]);
+    r->the_request = apr_pstrdup(p, d->str[S_THE_REQUEST]);
+    r->protocol = apr_pstrdup(p, d->str[S_PROTOCOL]);
+    r->uri = apr_pstrdup(p, d->str[S_URI]);
+    r->unparsed_uri = apr_pstrdup(p, d->str[S_UNPARSED_URI]);
+    r->args = apr_pstrdup(p, d->str[S_ARGS]);
+    r->filename = apr_pstrdup(p, d->str[S_FILENAME]);
+    r->canonical_filename = apr_pstrdup(p, d->str[S_CANONICAL_FILENAME]);
+    r->path_info = apr_pstrdup(p, d->str[S_PATH_INFO]);
     r->hostname = d->str[S_HOSTNAME];
-    r->user = dup_or_null(p, d->str[S_USER]);
-    r->ap_auth_type = dup_or_null(p, d->str[S_AUTH_TYPE]);
+    r->user = apr_pstrdup(p, d->str[S_USER]);
+    r->ap_auth_type = apr_pstrdup(p, d->str[S_AUTH_TYPE]);
     r->handler = d->str[S_HANDLER];
     r->status_line = d->str[S_STATUS_LINE];
     r->content_type = d->str[S_CONTENT_TYPE];
     r->log_id = d->str[S_LOG_ID];
-    r->useragent_host = dup_or_null(p, d->str[S_USERAGENT_HOST]);
+    r->useragent_host = apr_pstrdup(p, d->str[S_USERAGENT_HOST]);
 }
 
 /* The request as it was when the connection detached, with its
@@ -617,7 +613,7 @@ static apr_time_t recheck_in(const async_conn *ac)
 
 apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline)
 {
-    apr_time_t soon = now + recheck_in(ac);
+    apr_time_t soon;
 
     switch (judge(ac, now)) {
     case DETACH_NOT_NOW:
@@ -626,6 +622,7 @@ apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline)
         ac->no_detach = 1;
         return deadline;
     case DETACH_SOON:
+        soon = now + recheck_in(ac);
         ac->detach_checks++;
         return deadline && deadline < soon ? deadline : soon;
     case DETACH_NOW:
@@ -640,7 +637,8 @@ apr_time_t ws_detach_try(async_conn *ac, apr_time_t now, apr_time_t deadline)
  * unmap its blocks every time, and each munmap in a child of 30 threads
  * stops the other cores (a storm of closes, or a stop, ends thousands of
  * detached connections at once).  What a cleared pool keeps on its free
- * list is bounded; the pool lives as long as the thread's child. */
+ * list is bounded; the pool lives as long as the thread (a loop thread
+ * replaced after a plugin blocked it ends before its child does). */
 #define LOG_POOL_KEEP (64 * 1024)
 
 static __thread apr_pool_t *log_pool;
@@ -653,6 +651,14 @@ static apr_pool_t *thread_log_pool(void)
                                    LOG_POOL_KEEP);
     }
     return log_pool;
+}
+
+void ws_detach_thread_exit(void)
+{
+    if (log_pool) {
+        apr_pool_destroy(log_pool);
+        log_pool = NULL;
+    }
 }
 
 /* The access log line, from a request rebuilt for it. */

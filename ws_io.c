@@ -98,9 +98,8 @@ int ws_io_try_direct(ws_io *io)
     if (!c->master) {
         apr_socket_timeout_set(ap_get_conn_socket(c), 0);
     }
-    if (io->direct || c->master || !core_filters_only(c)
-        || c->data_in_output_filters) {
-        return io->direct;
+    if (c->master || !core_filters_only(c) || c->data_in_output_filters) {
+        return 0;
     }
     if (!io->filters_drained) {
         check_filters_drained(io);
